@@ -1,0 +1,334 @@
+"""Training runs with per-round records and hooks for recorders.
+
+One round ``n`` is one optimizer step: recorders see the weights ``theta^n`` *before*
+the step, the minibatch ``B_n`` and ``n``; the loop records the incurred loss ``L_n``.
+At the end of each epoch the loop evaluates loss (and accuracy for the classifier)
+on fixed subsets, calls the recorders, and hands a resumable checkpoint to its caller.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import TaskData, cifar10_missing_message, cifar10_ready, task_data
+from .losses import batch_loss, per_sample_loss
+from .models import ReluNet, build_model
+from .profiles import DATASETS, OPTIMIZERS, TASKS, ParameterError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a training run's numbers (the run store's key).
+
+    ``settings`` holds the optimizer's settings as sorted ``(name, value)`` pairs;
+    ``width`` applies to the convnet only; ``train_size`` 0 means the whole training set.
+    """
+
+    task: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    train_size: int
+    eval_size: int
+    probe_size: int
+    seed: int = 0
+    width: int = 0
+    dataset: str = "mnist"
+    settings: tuple[tuple[str, float], ...] = ()
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in TASKS, f"task={self.task!r} is not one of {', '.join(TASKS)}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+            (self.dataset in DATASETS, f"dataset={self.dataset!r} is not one of {', '.join(DATASETS)}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"learning rate {self.lr!r} must be > 0"),
+            (self.epochs >= 1, f"epochs={self.epochs!r} must be >= 1"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size!r} must be >= 1"),
+            (self.train_size >= 0, "train_size must be >= 0"),
+            (self.device in ("cpu", "cuda"), f"device={self.device!r} is not one of cpu, cuda"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ParameterError(message)
+        if self.task == "convnet" and self.width < 1:
+            raise ParameterError("the convnet needs width >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["settings"] = dict(self.settings)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        values = dict(values)
+        values["settings"] = tuple(sorted(dict(values.get("settings", {})).items()))
+        return cls(**values)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device=cuda was asked for but no CUDA GPU is available; use --set device=cpu")
+    return name
+
+
+def optimizer_settings(params: Mapping[str, Any], optimizer: str) -> tuple[tuple[str, float], ...]:
+    """The settings of ``optimizer`` taken from a profile (TensorFlow 1 defaults unless overridden)."""
+    keys = {
+        "sgd": {"momentum": "sgd_momentum"},
+        "rmsprop": {"decay": "rmsprop_decay", "eps": "rmsprop_eps"},
+        "adam": {"beta1": "adam_beta1", "beta2": "adam_beta2", "eps": "adam_eps"},
+    }[optimizer]
+    return tuple(sorted((name, float(params[key])) for name, key in keys.items()))
+
+
+def run_config(
+    params: Mapping[str, Any], task: str, optimizer: str, lr: float | None = None, check_data: bool = True
+) -> RunConfig:
+    """The :class:`RunConfig` of ``task`` and ``optimizer`` under a profile's parameters.
+
+    Args:
+        params: from :func:`ntaylor_lib.profiles.get_profile`.
+        lr: overrides the profile's learning rate for this optimizer.
+        check_data: fail now (not mid-book) when a CIFAR-10 run lacks CIFAR-10 data.
+    """
+    if task not in TASKS:
+        raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    if optimizer not in OPTIMIZERS:
+        raise ParameterError(f"optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    dataset = params["convnet_dataset"] if task == "convnet" else "mnist"
+    if check_data and dataset == "cifar10" and not cifar10_ready():
+        raise ParameterError(cifar10_missing_message())
+    return RunConfig(
+        task=task,
+        optimizer=optimizer,
+        lr=float(params[f"lr_{task}_{optimizer}"] if lr is None else lr),
+        epochs=int(params["epochs"]),
+        batch_size=int(params[f"batch_{task}"]),
+        train_size=int(params["train_size"]),
+        eval_size=int(params["eval_size"]),
+        probe_size=int(params["probe_size"]),
+        seed=int(params["seed"]),
+        width=int(params["convnet_width"]) if task == "convnet" else 0,
+        dataset=dataset,
+        settings=optimizer_settings(params, optimizer),
+        device=resolve_device(params["device"]),
+    )
+
+
+def make_optimizer(config: RunConfig, parameters: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD, RMSProp or Adam with the run's settings.
+
+    RMSProp: ``v <- decay v + (1 - decay) g^2``, ``theta <- theta - lr g / (sqrt(v) + eps)``.
+    Adam: Kingma and Ba's update with ``beta1, beta2, eps``. TensorFlow 1 puts RMSProp's
+    epsilon inside the square root and starts ``v`` at 1; PyTorch's (used here) puts it
+    outside and starts ``v`` at 0.
+    """
+    s = dict(config.settings)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=s.get("momentum", 0.0))
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=s.get("decay", 0.9), eps=s.get("eps", 1e-10))
+    return torch.optim.Adam(
+        parameters, lr=config.lr, betas=(s.get("beta1", 0.9), s.get("beta2", 0.999)), eps=s.get("eps", 1e-8)
+    )
+
+
+class Recorder:
+    """Base class of what plugs into the training loop; every hook is optional.
+
+    A recorder's :meth:`spec` is part of the run store's key, its :meth:`arrays` are
+    stored with the run, and :meth:`state_dict` travels in checkpoints so that an
+    interrupted run resumes with its recorders intact.
+    """
+
+    name = "recorder"
+
+    def spec(self) -> dict[str, Any]:
+        return {}
+
+    def setup(self, model: ReluNet, data: TaskData, config: RunConfig) -> None:
+        """Called once before the first round (and again after a resume)."""
+
+    def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Round ``n`` (from 0): ``model`` holds ``theta^n``, before the step on minibatch ``(x, y)``."""
+
+    def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
+        """After the last step of ``epoch`` (from 1); also called with 0 before training."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+@dataclass
+class History:
+    """Per-round incurred losses and per-epoch evaluations (index 0: before training)."""
+
+    round_loss: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    evals: dict[str, list[float]] = field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"round_loss": np.asarray(self.round_loss, dtype=np.float64),
+               "epoch_time": np.asarray(self.epoch_time, dtype=np.float64)}
+        out.update({f"epoch_{k}": np.asarray(v, dtype=np.float64) for k, v in self.evals.items()})
+        return out
+
+
+@torch.no_grad()
+def evaluate(task: str, model: ReluNet, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> dict[str, float]:
+    """Mean loss (and accuracy for the classifier) of ``model`` on ``(x, y)``."""
+    total, correct = 0.0, 0
+    for start in range(0, x.shape[0], chunk):
+        out = model(x[start : start + chunk])
+        target = y[start : start + chunk]
+        total += per_sample_loss(task, out, target).sum().item()
+        if task == "convnet":
+            correct += (out.argmax(1) == target).sum().item()
+    result = {"loss": total / x.shape[0]}
+    if task == "convnet":
+        result["accuracy"] = correct / x.shape[0]
+    return result
+
+
+@dataclass
+class TrainResult:
+    model: ReluNet
+    history: History
+    status: str  # "complete" or "diverged"
+    wall_time: float
+
+
+def _record_evals(history: History, config: RunConfig, model: ReluNet, data: TaskData) -> None:
+    for prefix, (x, y) in (("train", (data.eval_train_x, data.eval_train_y)), ("test", (data.test_x, data.test_y))):
+        for name, value in evaluate(config.task, model, x, y).items():
+            history.evals.setdefault(f"{prefix}_{name}", []).append(value)
+
+
+def train(
+    config: RunConfig,
+    recorders: Sequence[Recorder] = (),
+    data: TaskData | None = None,
+    progress: bool | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train one configuration, calling ``recorders`` at every round and epoch.
+
+    Args:
+        config: the run.
+        recorders: hooks, see :class:`Recorder`.
+        data: the task's tensors (loaded from ``config`` when omitted).
+        progress: show a tqdm bar (default: when stderr is a terminal).
+        checkpoint: called at the end of every epoch with a state from which
+            ``resume`` continues to exactly the numbers of an uninterrupted run.
+        resume: such a state.
+
+    Returns:
+        The trained model and its :class:`History`; ``status`` is ``diverged`` when the
+        loss became NaN or infinite (the history then stops at the last finite round).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(config.device)
+    if data is None:
+        data = task_data(config.task, config.dataset, config.train_size, config.eval_size, config.probe_size, device)
+    n_train = data.train_x.shape[0]
+    rounds_per_epoch = n_train // config.batch_size  # full minibatches only: every L_n averages B samples
+    if rounds_per_epoch < 1:
+        raise ParameterError(f"batch_size={config.batch_size} exceeds the {n_train} training samples")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.task, config.dataset, config.width).to(device)
+    optimizer = make_optimizer(config, list(model.parameters()))
+    shuffle = torch.Generator().manual_seed(config.seed)
+    history, start_epoch, wall = History(), 0, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        shuffle.set_state(resume["shuffle"])
+        history = resume["history"]
+        start_epoch, wall = resume["epoch"], resume["wall_time"]
+        for recorder, state in zip(recorders, resume["recorders"]):
+            recorder.load_state_dict(state)
+    for recorder in recorders:
+        recorder.setup(model, data, config)
+    if resume is None:
+        model.eval()
+        _record_evals(history, config, model, data)
+        for recorder in recorders:
+            recorder.on_epoch_end(0, model)
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(
+        total=config.epochs * rounds_per_epoch,
+        initial=start_epoch * rounds_per_epoch,
+        disable=not progress,
+        desc=f"{config.task}/{config.optimizer} lr={config.lr:g}",
+        unit="round",
+        mininterval=0.5,
+    )
+    losses = torch.empty(rounds_per_epoch, device=device)
+    status = "complete"
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n_train, generator=shuffle)[: rounds_per_epoch * config.batch_size]
+        order = order.view(rounds_per_epoch, config.batch_size).to(device)
+        base = (epoch - 1) * rounds_per_epoch
+        for i in range(rounds_per_epoch):
+            x, y = data.train_x[order[i]], data.train_y[order[i]]
+            for recorder in recorders:
+                recorder.on_round(base + i, model, x, y)
+            loss = batch_loss(config.task, model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses[i] = loss.detach()
+            bar.update(1)
+        epoch_losses = losses.cpu().numpy().astype(np.float64)
+        finite = np.isfinite(epoch_losses)
+        if not finite.all():
+            history.round_loss.extend(epoch_losses[: int(np.argmin(finite))].tolist())
+            status = "diverged"
+            break
+        history.round_loss.extend(epoch_losses.tolist())
+        model.eval()
+        _record_evals(history, config, model, data)
+        for recorder in recorders:
+            recorder.on_epoch_end(epoch, model)
+        history.epoch_time.append(time.perf_counter() - started)
+        wall += history.epoch_time[-1]
+        if checkpoint is not None:
+            checkpoint(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "shuffle": shuffle.get_state(),
+                    "history": history,
+                    "wall_time": wall,
+                    "recorders": [r.state_dict() for r in recorders],
+                }
+            )
+    bar.close()
+    return TrainResult(model=model, history=history, status=status, wall_time=wall)
