@@ -1,0 +1,137 @@
+"""Training and the run store: determinism, exact resume, store hits, divergence, manifests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ntaylor_lib import store as store_module
+from ntaylor_lib.store import RunStore, run_key
+from ntaylor_lib.training import Recorder, run_config, train
+
+
+class Interrupt(Recorder):
+    """Raises KeyboardInterrupt once, at a chosen round, like a user's Ctrl-C."""
+
+    name = "interrupt"
+
+    def __init__(self, at_round: int | None) -> None:
+        self.at_round = at_round
+
+    def on_round(self, n, model, x, y):
+        if n == self.at_round:
+            self.at_round = None
+            raise KeyboardInterrupt
+
+
+class CountRounds(Recorder):
+    """Counts rounds and sums the first weight, so resume must restore recorder state exactly."""
+
+    name = "count"
+
+    def __init__(self):
+        self.rounds, self.total = 0, 0.0
+
+    def on_round(self, n, model, x, y):
+        self.rounds += 1
+        self.total += float(next(model.parameters()).detach().sum())
+
+    def state_dict(self):
+        return {"rounds": self.rounds, "total": self.total}
+
+    def load_state_dict(self, state):
+        self.rounds, self.total = state["rounds"], state["total"]
+
+    def arrays(self):
+        return {"rounds": np.array(self.rounds), "total": np.array(self.total)}
+
+
+@pytest.mark.parametrize("task", ["autoencoder", "convnet"])
+def test_same_seed_gives_identical_losses(mnist_root, tiny_params, task):
+    config = run_config(tiny_params, task, "adam")
+    first, second = train(config, progress=False), train(config, progress=False)
+    assert first.history.round_loss == second.history.round_loss
+    assert first.history.evals == second.history.evals
+    other = train(run_config({**tiny_params, "seed": 1}, task, "adam"), progress=False)
+    assert other.history.round_loss != first.history.round_loss
+
+
+@pytest.mark.parametrize("task,optimizer", [("autoencoder", "rmsprop"), ("convnet", "sgd")])
+def test_resume_equals_uninterrupted(mnist_root, tiny_params, tmp_path, task, optimizer):
+    config = run_config(tiny_params, task, optimizer)
+    rounds_per_epoch = tiny_params["train_size"] // config.batch_size
+    whole = RunStore(tmp_path / "a").get(config, recorders=[Interrupt(None), CountRounds()], progress=False)
+
+    interrupted = RunStore(tmp_path / "b")
+    recorders = [Interrupt(rounds_per_epoch + 2), CountRounds()]  # mid-way through epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.get(config, recorders=recorders, progress=False)
+    key = run_key(config, recorders)
+    assert interrupted.load(key) is None and (interrupted.run_dir(key) / "checkpoint.pt").is_file()
+    resumed = interrupted.get(config, recorders=[Interrupt(None), CountRounds()], progress=False)
+
+    assert resumed.manifest["resumed_from_epoch"] == 1
+    assert not (resumed.path / "checkpoint.pt").exists()
+    for name in ("round_loss", "epoch_train_loss", "epoch_test_loss", "count/rounds", "count/total"):
+        np.testing.assert_array_equal(resumed.arrays[name], whole.arrays[name], err_msg=name)
+    for name, tensor in whole.model_state().items():
+        assert torch.equal(tensor, resumed.model_state()[name]), name
+
+
+def test_store_hit_trains_nothing(mnist_root, tiny_params, tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    config = run_config(tiny_params, "autoencoder", "sgd")
+    first = store.get(config, profile="smoke", progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(store_module, "train", no_training)
+    again = store.get(config, progress=False)
+    assert again.key == first.key
+    np.testing.assert_array_equal(again.round_loss, first.round_loss)
+    # A different configuration is a different key, and would train.
+    with pytest.raises(AssertionError, match="trained again"):
+        store.get(run_config(tiny_params, "autoencoder", "sgd", lr=0.01), progress=False)
+
+
+def test_manifest_says_how_the_run_was_made(mnist_root, tiny_params, tmp_path):
+    config = run_config(tiny_params, "convnet", "rmsprop")
+    run = RunStore(tmp_path).get(config, profile="smoke", progress=False)
+    m = run.manifest
+    assert m["profile"] == "smoke" and m["seed"] == config.seed and m["status"] == "complete"
+    assert m["config"]["settings"] == {"decay": 0.9, "eps": 1e-10}
+    for field in ("torch", "numpy", "ntaylor_lib", "device_name", "git_commit"):
+        assert m["environment"][field]
+    assert run.config == config
+    table = run.epoch_table()
+    assert [row["epoch"] for row in table] == list(range(config.epochs + 1))
+    assert all(0.0 <= row["train_accuracy"] <= 1.0 for row in table)
+    assert len(run.round_loss) == config.epochs * (config.train_size // config.batch_size)
+    assert m["rounds"] == len(run.round_loss)
+
+
+def test_divergence_is_a_result_not_a_crash(mnist_root, tiny_params, tmp_path):
+    config = run_config(tiny_params, "autoencoder", "sgd", lr=1e6)
+    run = RunStore(tmp_path).get(config, progress=False)
+    assert run.status == "diverged"
+    assert np.isfinite(run.round_loss).all()
+    assert len(run.round_loss) < config.epochs * (config.train_size // config.batch_size)
+
+
+def test_recorders_see_weights_before_each_step(mnist_root, tiny_params):
+    """Round n's hook sees theta^n: the loss it computes equals the incurred loss L_n."""
+    from ntaylor_lib.losses import batch_loss
+
+    class Loss(Recorder):
+        def __init__(self):
+            self.seen = []
+
+        def on_round(self, n, model, x, y):
+            with torch.no_grad():
+                self.seen.append(float(batch_loss("autoencoder", model(x), y)))
+
+    rec = Loss()
+    result = train(run_config(tiny_params, "autoencoder", "adam"), recorders=[rec], progress=False)
+    np.testing.assert_allclose(rec.seen, result.history.round_loss, rtol=1e-6)
