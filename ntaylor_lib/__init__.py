@@ -7,14 +7,50 @@ numpy, scipy and tqdm alone; charting and notebook helpers load only where used.
 
 __version__ = "0.1.0"
 
+from .configurations import (
+    ConfigurationRecorder,
+    activation_configuration,
+    pack_bits,
+    packed_configuration,
+    unpack_bits,
+)
 from .data import MissingDataError, TaskData, default_data_root, prepare_mnist, task_data
+from .exploration import (
+    exploration_metrics,
+    hamming_matrix,
+    log_volume,
+    log_volume_reference,
+    novelty,
+    novelty_reference,
+    subsample_units,
+    switches,
+    switches_reference,
+)
 from .losses import batch_loss, per_sample_loss
 from .models import ReluNet, Trace, autoencoder, build_model, convnet
 from .profiles import ParameterError, get_profile
+from .signed_gradient import SignedGradientRecorder, signed_gradient, step_cosines
 from .store import Run, RunStore, run_key
 from .training import Recorder, RunConfig, run_config, train
 
 __all__ = [
+    "ConfigurationRecorder",
+    "activation_configuration",
+    "pack_bits",
+    "packed_configuration",
+    "unpack_bits",
+    "exploration_metrics",
+    "hamming_matrix",
+    "log_volume",
+    "log_volume_reference",
+    "novelty",
+    "novelty_reference",
+    "subsample_units",
+    "switches",
+    "switches_reference",
+    "SignedGradientRecorder",
+    "signed_gradient",
+    "step_cosines",
     "MissingDataError",
     "ParameterError",
     "Recorder",

@@ -53,6 +53,12 @@ _COMMON: dict[str, Any] = {
     "shatter_width": 20,
     "shatter_depth": 10,
     "shatter_points": 4001,
+    # Activation configurations and exploration (Figure 5, Observation 3).
+    "config_round_stride": 0,  # also record configurations every k rounds (0: epoch ends only)
+    "volume_values": 50,  # singular values per unit in the log-volume (the paper's 50)
+    "volume_floor": 1e-3,  # singular values below this count as this in the log-volume
+    "volume_units": 0,  # units whose log-volume is computed, drawn by seed (0: all)
+    "sign_round_stride": 10,  # compare the step with the signed gradient every k rounds
     # Learning rates: hand-picked for these models (the tuning chapter replaces them).
     **_learning_rates(ae=(0.05, 1e-3, 1e-3), cn=(0.05, 1e-3, 1e-3)),
 }
@@ -68,6 +74,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "convnet_dataset": "mnist",
         "shatter_points": 1001,
         "shatter_depth": 6,
+        "volume_units": 64,
+        "sign_round_stride": 4,
     },
     "cpu": {
         **_COMMON,
@@ -87,6 +95,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "convnet_width": 64,
         "convnet_dataset": "cifar10",
         "device": "cuda",
+        "sign_round_stride": 50,
     },
 }
 
@@ -144,6 +153,11 @@ def _check(params: Mapping[str, Any]) -> None:
     need(params["sgd_momentum"] >= 0, "sgd_momentum must be >= 0")
     need(params["shatter_depth"] >= 1 and params["shatter_width"] >= 1, "shatter_depth and shatter_width must be >= 1")
     need(params["shatter_points"] >= 3, "shatter_points must be >= 3")
+    need(params["config_round_stride"] >= 0, "config_round_stride must be >= 0 (0 = epoch ends only)")
+    need(params["volume_values"] >= 1, "volume_values must be >= 1")
+    need(params["volume_floor"] > 0, "volume_floor must be > 0")
+    need(params["volume_units"] >= 0, "volume_units must be >= 0 (0 = all units)")
+    need(params["sign_round_stride"] >= 1, "sign_round_stride must be >= 1")
     try:
         rates = [float(r) for r in str(params["exploration_sgd_rates"]).split(",")]
     except ValueError:

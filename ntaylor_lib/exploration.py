@@ -1,0 +1,267 @@
+"""Exploration of activation configurations: the three metrics of Figure 5.
+
+``A`` is the ``N x D x M`` binary tensor of activation configurations (checkpoints x
+probe inputs x ReLU units, :mod:`ntaylor_lib.configurations`), given bit-packed along
+units as ``(N, D, ceil(M / 8))`` uint8 with ``M``.
+
+(a) novelty ``h_n = min_{k<n} ||A_n - A_k||_F^2 / (D M)``: normalised Hamming distance
+    to the nearest earlier configuration; ``h_0`` is NaN (nothing came before).
+(b) switches per probe input ``d``: ``sum_{n<N-1} ||A_{n+1}[d] - A_n[d]||^2 / ((N-1) M)``,
+    the fraction of possible activation-state switches it underwent; NaN when ``N = 1``.
+(c) log-volume per unit ``m``: ``X_m = A[:, :, m]`` (``N x D``) minus its mean over
+    checkpoints (each column), then ``sum_{i<=k} log max(sigma_i(X_m), floor)`` over the
+    ``k = min(values, N - 1, D)`` largest singular values (the centred matrix has rank at
+    most ``min(N - 1, D)``). **Floor rule**: a singular value below ``floor`` (default
+    ``1e-3``) counts as ``floor``, so every unit sums the same number of terms and a unit
+    that never changes scores ``k log(floor)``, the lowest possible value. Nonzero
+    singular values of a centred 0/1 matrix are rarely that small (one switch of one
+    input gives ``sigma >= sqrt((N-1)/N)``), and the fast path resolves them to about
+    ``1e-5`` at ``N = 100, D = 1000``; NaN when ``N = 1``.
+
+Switches and volumes are returned sorted, largest first, as the paper plots them.
+
+Fast paths: Hamming distances by popcount of XORed 64-bit words of the packed bits;
+singular values as square roots of the eigenvalues of each unit's small centred Gram
+matrix (``N x N``, or ``D x D`` when ``D < N``), formed for a chunk of units by one
+batched product of exact 0/1 floats and diagonalised by one batched ``eigvalsh``. The
+``*_reference`` functions are the definitions written out in NumPy, one pair or one
+unit at a time, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_VALUES = 50
+DEFAULT_FLOOR = 1e-3
+_WORDS_PER_BLOCK = 2048  # 64-bit words per row per block: N rows stay in cache
+
+
+def _as_words(packed: np.ndarray) -> np.ndarray:
+    """``(N, D, B)`` uint8 to ``(N, W)`` uint64, zero-padded (popcount ignores the padding)."""
+    flat = packed.reshape(packed.shape[0], -1)
+    pad = -flat.shape[1] % 8
+    if pad:
+        flat = np.pad(flat, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(flat).view(np.uint64)
+
+
+def hamming_matrix(packed: np.ndarray) -> np.ndarray:
+    """``H[n, k] = ||A_n - A_k||_F^2``, the number of entries where checkpoints differ.
+
+    Args:
+        packed: ``(N, D, ceil(M / 8))`` uint8.
+
+    Returns:
+        ``(N, N)`` int64, symmetric, zero diagonal.
+    """
+    words = _as_words(packed)
+    n_ckpt = words.shape[0]
+    lower = np.zeros((n_ckpt, n_ckpt), dtype=np.int64)
+    xor = np.empty((n_ckpt, min(_WORDS_PER_BLOCK, words.shape[1])), dtype=np.uint64)
+    counts = np.empty(xor.shape, dtype=np.uint8)
+    for start in range(0, words.shape[1], _WORDS_PER_BLOCK):
+        block = words[:, start : start + _WORDS_PER_BLOCK]
+        width = block.shape[1]
+        for n in range(1, n_ckpt):
+            np.bitwise_xor(block[:n], block[n], out=xor[:n, :width])
+            np.bitwise_count(xor[:n, :width], out=counts[:n, :width])
+            lower[n, :n] += counts[:n, :width].sum(axis=1, dtype=np.int64)
+    return lower + lower.T
+
+
+def novelty(packed: np.ndarray, units: int) -> np.ndarray:
+    """Figure 5(a): ``h_n = min_{k<n} ||A_n - A_k||_F^2 / (D M)``; ``h_0 = NaN``. Returns ``(N,)`` float64."""
+    n_ckpt, probes = packed.shape[:2]
+    distances = hamming_matrix(packed).astype(np.float64)
+    distances[np.triu_indices(n_ckpt)] = np.inf  # only earlier checkpoints k < n
+    out = distances.min(axis=1) / (probes * units)
+    if n_ckpt:
+        out[0] = np.nan
+    return out
+
+
+def switches(packed: np.ndarray, units: int, sort: bool = True) -> np.ndarray:
+    """Figure 5(b): per probe input, the fraction of possible activation-state switches.
+
+    Returns:
+        ``(D,)`` float64, ``sum_n ||A_{n+1}[d] - A_n[d]||^2 / ((N-1) M)``, sorted largest
+        first unless ``sort`` is False (then in probe order); all NaN when ``N = 1``.
+    """
+    n_ckpt, probes = packed.shape[:2]
+    if n_ckpt < 2:
+        return np.full(probes, np.nan)
+    total = np.zeros(probes, dtype=np.int64)
+    for n in range(n_ckpt - 1):
+        total += np.bitwise_count(packed[n + 1] ^ packed[n]).sum(axis=1, dtype=np.int64)
+    out = total / ((n_ckpt - 1) * units)
+    return -np.sort(-out) if sort else out
+
+
+def subsample_units(units: int, sample: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of the units whose volume is computed: all when ``sample`` is 0/None or
+    ``>= units``, else ``sample`` of them drawn without replacement by ``seed`` (sorted)."""
+    if not sample or sample >= units:
+        return np.arange(units)
+    return np.sort(np.random.default_rng(seed).choice(units, size=sample, replace=False))
+
+
+def _centred_grams(bits: torch.Tensor) -> torch.Tensor:
+    """``(c, N, D)`` 0/1 float32 to each unit's centred Gram, ``(c, s, s)`` float64 with ``s = min(N, D)``.
+
+    The 0/1 products are exact in float32 (integers below ``2^24``); centring follows in float64.
+    """
+    n_ckpt = bits.shape[1]
+    if n_ckpt <= bits.shape[2]:  # X X^T with X = H A: H (A A^T) H
+        gram = torch.bmm(bits, bits.transpose(1, 2)).double()
+        rows = gram.sum(2, keepdim=True) / n_ckpt
+        return gram - rows - rows.transpose(1, 2) + rows.sum(1, keepdim=True) / n_ckpt
+    gram = torch.bmm(bits.transpose(1, 2), bits).double()  # X^T X = A^T A - s s^T / N
+    sums = bits.sum(1).double()
+    return gram - sums.unsqueeze(2) * sums.unsqueeze(1) / n_ckpt
+
+
+def log_volume(
+    packed: np.ndarray,
+    units: int,
+    values: int = DEFAULT_VALUES,
+    floor: float = DEFAULT_FLOOR,
+    sample: int | None = None,
+    seed: int = 0,
+    sort: bool = True,
+    device: str | torch.device = "cpu",
+    chunk_entries: int = 1 << 25,
+) -> np.ndarray:
+    """Figure 5(c): per unit, ``sum_{i<=k} log max(sigma_i(X_m), floor)`` (module docstring).
+
+    Args:
+        packed: ``(N, D, ceil(M / 8))`` uint8; units: ``M``.
+        values: at most this many singular values (the paper's 50).
+        floor: singular values below it count as ``floor``.
+        sample, seed: compute only :func:`subsample_units` ``(M, sample, seed)``.
+        sort: largest first (else in the order of :func:`subsample_units`).
+        device: where the batched products and eigenvalues run.
+        chunk_entries: bound on ``units x N x D`` per batch (memory).
+
+    Returns:
+        ``(U,)`` float64 for the ``U`` selected units; all NaN when ``N = 1``.
+    """
+    n_ckpt, probes = packed.shape[:2]
+    chosen = subsample_units(units, sample, seed)
+    k = min(values, n_ckpt - 1, probes)
+    if k < 1:
+        return np.full(len(chosen), np.nan)
+    source = torch.from_numpy(np.ascontiguousarray(packed)).to(device)
+    out = np.empty(len(chosen))
+    step = max(1, chunk_entries // (n_ckpt * probes))
+    for start in range(0, len(chosen), step):
+        index = torch.from_numpy(chosen[start : start + step]).to(device)
+        shift = (7 - index % 8).to(torch.uint8)
+        bits = (source[:, :, index // 8] >> shift) & 1  # (N, D, c)
+        grams = _centred_grams(bits.permute(2, 0, 1).float())
+        top = torch.linalg.eigvalsh(grams)[:, -k:]  # ascending: the k largest
+        sigma = top.clamp_min(0).sqrt().clamp_min(floor)
+        out[start : start + len(index)] = sigma.log().sum(1).cpu().numpy()
+    return -np.sort(-out) if sort else out
+
+
+def exploration_metrics(
+    arrays: Any,
+    name: str = "configurations",
+    checkpoints: str = "epoch",
+    values: int = DEFAULT_VALUES,
+    floor: float = DEFAULT_FLOOR,
+    volume_units: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """All three metrics for a run recorded with :class:`~ntaylor_lib.configurations.ConfigurationRecorder`.
+
+    Args:
+        arrays: a stored run (anything with ``.arrays``) or its arrays mapping.
+        name: the recorder's name (the prefix of its arrays).
+        checkpoints: ``epoch`` (epoch ends only, as Figure 5) or ``all``.
+        values, floor, volume_units, seed, device: as in :func:`log_volume`
+            (``volume_units`` is its ``sample``).
+
+    Returns:
+        ``novelty`` ``(N,)``, ``epoch`` ``(N,)`` (where each checkpoint was taken),
+        ``switches`` ``(D,)`` and ``volume`` ``(U,)`` sorted largest first,
+        ``volume_units`` the indices of the units behind ``volume``.
+    """
+    if checkpoints not in ("epoch", "all"):
+        raise ValueError(f"checkpoints={checkpoints!r} is not one of epoch, all")
+    stored: Mapping[str, np.ndarray] = getattr(arrays, "arrays", arrays)
+    keep = slice(None) if checkpoints == "all" else stored[f"{name}/epoch_end"]
+    packed = stored[f"{name}/packed"][keep]
+    units = int(stored[f"{name}/units"])
+    return {
+        "novelty": novelty(packed, units),
+        "epoch": stored[f"{name}/epoch"][keep],
+        "switches": switches(packed, units),
+        "volume": log_volume(packed, units, values, floor, volume_units, seed, device=device),
+        "volume_units": subsample_units(units, volume_units, seed),
+    }
+
+
+# Slow, obviously correct references: the definitions, one pair / input / unit at a time.
+
+
+def novelty_reference(configs: np.ndarray) -> np.ndarray:
+    """(a) from a ``(N, D, M)`` bool tensor: a double loop over checkpoint pairs."""
+    configs = np.asarray(configs, dtype=np.float64)
+    n_ckpt, probes, units = configs.shape
+    out = np.full(n_ckpt, np.nan)
+    for n in range(1, n_ckpt):
+        out[n] = min(((configs[n] - configs[k]) ** 2).sum() for k in range(n)) / (probes * units)
+    return out
+
+
+def switches_reference(configs: np.ndarray) -> np.ndarray:
+    """(b) from a ``(N, D, M)`` bool tensor, sorted largest first: a loop over inputs and checkpoints."""
+    configs = np.asarray(configs, dtype=np.float64)
+    n_ckpt, probes, units = configs.shape
+    if n_ckpt < 2:
+        return np.full(probes, np.nan)
+    out = np.array([
+        sum(((configs[n + 1, d] - configs[n, d]) ** 2).sum() for n in range(n_ckpt - 1)) / ((n_ckpt - 1) * units)
+        for d in range(probes)
+    ])
+    return -np.sort(-out)
+
+
+def log_volume_reference(
+    configs: np.ndarray, values: int = DEFAULT_VALUES, floor: float = DEFAULT_FLOOR, unit_index: np.ndarray | None = None
+) -> np.ndarray:
+    """(c) from a ``(N, D, M)`` bool tensor, one SVD per unit, sorted largest first (``unit_index``: a subset)."""
+    configs = np.asarray(configs, dtype=np.float64)
+    n_ckpt, probes, units = configs.shape
+    k = min(values, n_ckpt - 1, probes)
+    index = np.arange(units) if unit_index is None else np.asarray(unit_index)
+    if k < 1:
+        return np.full(len(index), np.nan)
+    out = []
+    for m in index:
+        x = configs[:, :, m] - configs[:, :, m].mean(axis=0)
+        sigma = np.linalg.svd(x, compute_uv=False)  # descending
+        out.append(np.log(np.maximum(sigma[:k], floor)).sum())
+    return -np.sort(-np.array(out))
+
+
+__all__ = [
+    "DEFAULT_FLOOR",
+    "DEFAULT_VALUES",
+    "exploration_metrics",
+    "hamming_matrix",
+    "log_volume",
+    "log_volume_reference",
+    "novelty",
+    "novelty_reference",
+    "subsample_units",
+    "switches",
+    "switches_reference",
+]
