@@ -246,7 +246,7 @@ def train(
         The trained model and its :class:`History`; ``status`` is ``diverged`` when the
         loss became NaN or infinite (the history then stops at the last finite round).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     device = torch.device(config.device)
     if data is None:

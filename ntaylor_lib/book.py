@@ -1,0 +1,158 @@
+"""Build the book: execute every chapter with papermill, then build HTML with Jupyter Book.
+
+Chapters are Jupytext MyST Markdown notebooks listed in ``_toc.yml``. Each is converted
+to ``.ipynb``, executed with papermill at a profile (its ``parameters`` cell takes
+``profile`` and ``overrides``), and written to ``_build/executed/``. The HTML is then
+built from a staged copy of the book in which every chapter is its executed notebook,
+with execution off, so nothing runs twice. Chapters share runs through the run store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "_build"
+EXECUTED = BUILD / "executed"
+STAGE = BUILD / "stage"
+# Cells that the page need not show: papermill's parameter cells (the set-up cell shows them).
+HIDDEN_TAGS = {"parameters", "injected-parameters"}
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every file of ``_toc.yml`` (without extension), in reading order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: Sequence[Mapping[str, Any]]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return files
+
+
+def is_notebook(path: Path) -> bool:
+    """A MyST Markdown file is a notebook when its front matter names a kernel."""
+    head = path.read_text().split("\n---", 1)[0]
+    return path.suffix == ".md" and head.startswith("---") and "kernelspec:" in head
+
+
+def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -> float:
+    """Convert ``source`` with Jupytext and execute it with papermill into ``output``; returns seconds."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    notebook = output.with_suffix(".source.ipynb")
+    jupytext.write(jupytext.read(source), notebook)
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=dict(parameters),
+            kernel_name="python3",
+            cwd=str(source.parent),
+            progress_bar=False,
+        )
+    finally:
+        notebook.unlink(missing_ok=True)
+    executed = nbformat.read(output, as_version=4)
+    for cell in executed.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if tags & HIDDEN_TAGS:
+            cell.metadata["tags"] = sorted(tags | {"remove-cell"})
+    nbformat.write(executed, output)
+    return time.perf_counter() - started
+
+
+def stage_book(notebooks: Sequence[str]) -> None:
+    """Copy the book's sources to ``_build/stage`` with chapters replaced by their executed notebooks."""
+    import yaml
+
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
+    STAGE.mkdir(parents=True)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    (STAGE / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy(ROOT / "_toc.yml", STAGE / "_toc.yml")
+    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    for name in notebooks:
+        (STAGE / f"{name}.md").unlink()
+        shutil.copy(EXECUTED / f"{name}.ipynb", STAGE / f"{name}.ipynb")
+
+
+def build_html() -> int:
+    """Run Jupyter Book on the staged sources, warnings as errors; HTML lands in ``_build/html``."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(STAGE), "--path-output", str(ROOT),
+               "--builder", "html", "-W", "-n", "--keep-going"]
+    return subprocess.run(command).returncode
+
+
+def build_book(
+    params: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    only: Sequence[str] = (),
+    html: bool = True,
+) -> int:
+    """Execute the chapters at ``params['profile']`` (with ``overrides``) and build the HTML.
+
+    Args:
+        params: the validated profile (checked before any chapter runs).
+        overrides: passed to every chapter as its ``overrides`` parameter.
+        only: execute only these chapters (file stems); the others reuse their last execution.
+        html: build the HTML after executing.
+
+    Returns:
+        0 on success; 1 when a chapter fails (its name and error are printed, and the
+        chapters executed before it are kept).
+    """
+    import papermill
+
+    files = toc_files()
+    notebooks = [f for f in files if is_notebook(ROOT / f"{f}.md")]
+    parameters = {"profile": params["profile"], "overrides": dict(overrides)}
+    timings = {}
+    for name in notebooks:
+        stem = Path(name).name
+        if only and stem not in only and (EXECUTED / f"{name}.ipynb").is_file():
+            continue
+        print(f"[book] executing {name} at profile {params['profile']} ...", flush=True)
+        try:
+            timings[name] = execute_chapter(ROOT / f"{name}.md", parameters, EXECUTED / f"{name}.ipynb")
+        except papermill.PapermillExecutionError as error:
+            print(f"[book] chapter {name} failed: {error.ename}: {error.evalue}", file=sys.stderr)
+            print(f"[book] its partial output is in {EXECUTED / name}.ipynb", file=sys.stderr)
+            return 1
+        print(f"[book] {name} done in {timings[name]:.1f} s", flush=True)
+    missing = [n for n in notebooks if not (EXECUTED / f"{n}.ipynb").is_file()]
+    if missing:
+        print(f"[book] not executed yet: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    (BUILD / "executed" / "timings.json").write_text(json.dumps({"profile": params["profile"], "seconds": timings}, indent=2))
+    if not html:
+        return 0
+    stage_book(notebooks)
+    code = build_html()
+    if code == 0:
+        print(f"[book] open {BUILD / 'html' / 'index.html'}")
+    return code

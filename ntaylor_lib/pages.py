@@ -1,0 +1,47 @@
+"""Helpers for the book's pages: the set-up cell every chapter starts with.
+
+Imported only by notebooks (needs IPython).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .profiles import get_profile
+from .store import default_results_root
+
+
+def figure_dir(params: Mapping[str, Any]) -> Path:
+    """Where a page saves its static figures: beside the run results, one folder per profile."""
+    return default_results_root() / "figures" / str(params["profile"])
+
+
+def page_setup(profile: str, overrides: Mapping[str, Any] | None = None, keys: Sequence[str] = ()) -> Mapping[str, Any]:
+    """Resolve the page's profile and show, at the top of the page, what it runs with.
+
+    Args:
+        profile: the profile name (the page's papermill parameter).
+        overrides: ``{key: value}`` on top of the profile (the page's other parameter).
+        keys: the parameters this page uses, listed in the table.
+
+    Returns:
+        The validated parameters.
+    """
+    from IPython.display import HTML, display
+
+    params = get_profile(profile, dict(overrides or {}))
+    changed = set(overrides or {})
+    note = f" with {', '.join(f'<code>{escape(k)}</code>' for k in sorted(changed))} overridden" if changed else ""
+    rows = "".join(
+        f"<tr><td><code>{escape(k)}</code></td><td><code>{escape(str(params[k]))}</code>"
+        f"{' (set)' if k in changed else ''}</td></tr>"
+        for k in keys
+    )
+    display(HTML(
+        f'<div class="ntaylor-parameters"><p>Run at profile <strong><code>{escape(profile)}</code></strong>{note}.</p>'
+        f"<table><thead><tr><th>parameter</th><th>value</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    ))
+    return params
