@@ -3,13 +3,14 @@
 Chapters are Jupytext MyST Markdown notebooks listed in ``_toc.yml``. Each is converted
 to ``.ipynb``, executed with papermill at a profile (its ``parameters`` cell takes
 ``profile`` and ``overrides``), and written to ``_build/executed/``. The HTML is then
-built from a staged copy of the book in which every chapter is its executed notebook,
+built from a staged copy of the book (``_build/stage``) in which every chapter is its executed notebook,
 with execution off, so nothing runs twice. Chapters share runs through the run store.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "_build"
-EXECUTED = BUILD / "executed"
-STAGE = BUILD / "stage"
 # Cells that the page need not show: papermill's parameter cells (the set-up cell shows them).
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
 
@@ -83,27 +81,34 @@ def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -
     return time.perf_counter() - started
 
 
-def stage_book(notebooks: Sequence[str]) -> None:
-    """Copy the book's sources to ``_build/stage`` with chapters replaced by their executed notebooks."""
+def output_root() -> Path:
+    """Where ``_build/`` goes: ``$NTAYLOR_BUILD`` if set, else the checkout."""
+    return Path(os.environ.get("NTAYLOR_BUILD") or ROOT)
+
+
+def stage_book(notebooks: Sequence[str], build: Path) -> Path:
+    """Copy the book's sources to ``build/stage`` with chapters replaced by their executed notebooks."""
     import yaml
 
-    if STAGE.exists():
-        shutil.rmtree(STAGE)
-    STAGE.mkdir(parents=True)
+    stage, executed = build / "stage", build / "executed"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"
-    (STAGE / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    shutil.copy(ROOT / "_toc.yml", STAGE / "_toc.yml")
-    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy(ROOT / "_toc.yml", stage / "_toc.yml")
+    shutil.copytree(ROOT / "book", stage / "book", ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
     for name in notebooks:
-        (STAGE / f"{name}.md").unlink()
-        shutil.copy(EXECUTED / f"{name}.ipynb", STAGE / f"{name}.ipynb")
+        (stage / f"{name}.md").unlink()
+        shutil.copy(executed / f"{name}.ipynb", stage / f"{name}.ipynb")
+    return stage
 
 
-def build_html() -> int:
-    """Run Jupyter Book on the staged sources, warnings as errors; HTML lands in ``_build/html``."""
+def build_html(stage: Path, out: Path) -> int:
+    """Run Jupyter Book on the staged sources, warnings as errors; HTML lands in ``out/_build/html``."""
     jb = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(STAGE), "--path-output", str(ROOT),
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(stage), "--path-output", str(out),
                "--builder", "html", "-W", "-n", "--keep-going"]
     return subprocess.run(command).returncode
 
@@ -128,31 +133,33 @@ def build_book(
     """
     import papermill
 
+    out = output_root()
+    build = out / "_build"
+    executed = build / "executed"
     files = toc_files()
     notebooks = [f for f in files if is_notebook(ROOT / f"{f}.md")]
     parameters = {"profile": params["profile"], "overrides": dict(overrides)}
     timings = {}
     for name in notebooks:
         stem = Path(name).name
-        if only and stem not in only and (EXECUTED / f"{name}.ipynb").is_file():
+        if only and stem not in only and (executed / f"{name}.ipynb").is_file():
             continue
         print(f"[book] executing {name} at profile {params['profile']} ...", flush=True)
         try:
-            timings[name] = execute_chapter(ROOT / f"{name}.md", parameters, EXECUTED / f"{name}.ipynb")
+            timings[name] = execute_chapter(ROOT / f"{name}.md", parameters, executed / f"{name}.ipynb")
         except papermill.PapermillExecutionError as error:
             print(f"[book] chapter {name} failed: {error.ename}: {error.evalue}", file=sys.stderr)
-            print(f"[book] its partial output is in {EXECUTED / name}.ipynb", file=sys.stderr)
+            print(f"[book] its partial output is in {executed / name}.ipynb", file=sys.stderr)
             return 1
         print(f"[book] {name} done in {timings[name]:.1f} s", flush=True)
-    missing = [n for n in notebooks if not (EXECUTED / f"{n}.ipynb").is_file()]
+    missing = [n for n in notebooks if not (executed / f"{n}.ipynb").is_file()]
     if missing:
         print(f"[book] not executed yet: {', '.join(missing)}", file=sys.stderr)
         return 1
-    (BUILD / "executed" / "timings.json").write_text(json.dumps({"profile": params["profile"], "seconds": timings}, indent=2))
+    (executed / "timings.json").write_text(json.dumps({"profile": params["profile"], "seconds": timings}, indent=2))
     if not html:
         return 0
-    stage_book(notebooks)
-    code = build_html()
+    code = build_html(stage_book(notebooks, build), out)
     if code == 0:
-        print(f"[book] open {BUILD / 'html' / 'index.html'}")
+        print(f"[book] open {build / 'html' / 'index.html'}")
     return code
