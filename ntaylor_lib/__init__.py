@@ -32,8 +32,31 @@ from .profiles import ParameterError, get_profile
 from .signed_gradient import SignedGradientRecorder, signed_gradient, step_cosines
 from .store import Run, RunStore, run_key
 from .training import Recorder, RunConfig, run_config, train
+from .jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian, scale_vector
+from .taylor import clamped_output, linearize, taylor_approximation, taylor_loss
+from .recorders import CEFactorRecorder, Group, MSEStatsRecorder
+from .solver import solve_cross_entropy, solve_quadratic
+from .regret import loglog_slope, regret_curves, regret_table, taylor_recorders
 
 __all__ = [
+    "Scale",
+    "jacrev_jacobian",
+    "reference_jacobian",
+    "scale_jacobian",
+    "scale_vector",
+    "clamped_output",
+    "linearize",
+    "taylor_approximation",
+    "taylor_loss",
+    "CEFactorRecorder",
+    "Group",
+    "MSEStatsRecorder",
+    "solve_cross_entropy",
+    "solve_quadratic",
+    "loglog_slope",
+    "regret_curves",
+    "regret_table",
+    "taylor_recorders",
     "ConfigurationRecorder",
     "activation_configuration",
     "pack_bits",

@@ -59,6 +59,16 @@ _COMMON: dict[str, Any] = {
     "volume_floor": 1e-3,  # singular values below this count as this in the log-volume
     "volume_units": 0,  # units whose log-volume is computed, drawn by seed (0: all)
     "sign_round_stride": 10,  # compare the step with the signed gradient every k rounds
+    # Taylor recorders (ntaylor_lib.regret.taylor_recorders): which scales, how often, which boxes.
+    "taylor_ae_layer": 3,
+    "taylor_neurons": 50,
+    "taylor_input_neurons": 10,
+    "taylor_input_stride": 10,
+    "taylor_conv_neurons": 8,
+    "taylor_round_stride": 20,
+    "taylor_samples": 32,
+    "taylor_box_scales": "1,2,4,inf",
+    "taylor_box_scales_ce": "1",
     # Learning rates: hand-picked for these models (the tuning chapter replaces them).
     **_learning_rates(ae=(0.05, 1e-3, 1e-3), cn=(0.05, 1e-3, 1e-3)),
 }
@@ -74,6 +84,13 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "convnet_dataset": "mnist",
         "shatter_points": 1001,
         "shatter_depth": 6,
+        "taylor_neurons": 4,
+        "taylor_input_neurons": 2,
+        "taylor_input_stride": 4,
+        "taylor_conv_neurons": 2,
+        "taylor_round_stride": 4,
+        "taylor_samples": 16,
+        "taylor_box_scales": "1,inf",
         "volume_units": 64,
         "sign_round_stride": 4,
     },
@@ -95,6 +112,11 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "convnet_width": 64,
         "convnet_dataset": "cifar10",
         "device": "cuda",
+        "taylor_input_neurons": 50,
+        "taylor_conv_neurons": 50,
+        "taylor_round_stride": 50,
+        "taylor_samples": 128,
+        "taylor_box_scales_ce": "1,2,4,inf",
         "sign_round_stride": 50,
     },
 }

@@ -1,0 +1,437 @@
+"""Recorders that collect what the hindsight Taylor optimum needs while a run trains (Section 2.4).
+
+Both attach to :func:`ntaylor_lib.training.train` through the :class:`Recorder` hooks,
+track the iterates' box ``[min_n theta^n_S, max_n theta^n_S]`` of every scale over every
+round, mark the horizons (the round count at the end of every epoch), and, at the end of
+the last epoch, solve ``TO_S(N)`` at every horizon and every ``box_scale``
+(:mod:`ntaylor_lib.solver`). The stored arrays (``<name>/optimum`` etc.) turn into the
+tidy regret table with :func:`ntaylor_lib.regret.regret_curves`.
+
+* :class:`MSEStatsRecorder` (autoencoder, dense nets): exact streaming sufficient
+  statistics ``H = sum J^T J``, ``g = sum J^T c``, ``s = sum ||c||^2`` with
+  ``c = J theta^n_S - (f - y)``, never forming ``J``: per sample ``J^T J = (x~ x~^T) kron
+  (J_L^T J_L)``, and the Grams ``J_L^T J_L`` of every layer come from one backward
+  recursion ``Gram_l = D_l W_{l+1}^T Gram_{l+1} W_{l+1} D_l`` (``Gram_{L-1} = D W_L^T W_L D``).
+  Memory per epoch is independent of the rounds. Neurons with a wide input (the input
+  layer's, ``Q = 785``) keep per-sample factors (``x~``, ``||J_L[:, alpha]||^2``, ...) on
+  every ``input_stride``-th round instead, reduced to statistics when solving.
+* :class:`CEFactorRecorder` (classifier): on every ``stride``-th round, per-sample factors
+  of small scales: dense layers ``(J^L_l, x~)``, conv layers the per-neuron Jacobians.
+
+Where rounds are subsampled, ``TO`` is estimated from the recorded rounds only: the
+minimum of a subsample's mean is biased low, so the regret is biased high; the arrays
+say which rounds were used so the book can state it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .jacobians import RULES, layer_matrix, neuron_count, output_by_preactivation
+from .models import ReluNet
+from .solver import (
+    CrossEntropyProblem, QuadraticProblem, dense_operator, iterate_box, jacobian_operator,
+    solve_cross_entropy, solve_quadratic,
+)
+from .training import Recorder
+
+
+@dataclass
+class Group:
+    """Neurons of one layer, solved jointly (a layer scale) or as separate neuron scales."""
+
+    layer: int
+    neurons: list[int]
+    joint: bool
+
+    def labels(self) -> list[str]:
+        if self.joint:
+            return [f"layer{self.layer}"]
+        return [f"layer{self.layer}/neuron{a}" for a in self.neurons]
+
+
+def spread(count: int, available: int) -> list[int]:
+    """``count`` neuron indices spread evenly over ``0..available-1`` (all when ``count >= available``)."""
+    if count >= available:
+        return list(range(available))
+    return sorted({int(round(i)) for i in np.linspace(0, available - 1, count)})
+
+
+class TaylorRecorder(Recorder):
+    """Shared bookkeeping: groups, iterate boxes, horizons, solve at the end, stored arrays."""
+
+    name = "taylor"
+
+    def __init__(self, groups: Sequence[Group], box_scales: Sequence[float] = (1.0,), solve_at_end: bool = True):
+        self.groups = list(groups)
+        self.box_scales = [float(b) for b in box_scales]
+        self.solve_at_end = solve_at_end
+        self.lower: list[torch.Tensor | None] = [None] * len(self.groups)
+        self.upper: list[torch.Tensor | None] = [None] * len(self.groups)
+        self.horizons: list[int] = []
+        self.rounds = 0
+        self.result: dict[str, np.ndarray] = {}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "groups": [[g.layer, g.neurons, g.joint] for g in self.groups],
+            "box_scales": [str(b) for b in self.box_scales],
+        }
+
+    def setup(self, model: ReluNet, data: Any, config: Any) -> None:
+        self.epochs = config.epochs
+
+    def _track_box(self, model: ReluNet) -> None:
+        with torch.no_grad():
+            for i, g in enumerate(self.groups):
+                theta = layer_matrix(model.layer(g.layer))[g.neurons].double()
+                lo, hi = self.lower[i], self.upper[i]
+                self.lower[i] = theta.clone() if lo is None else torch.minimum(lo, theta)
+                self.upper[i] = theta.clone() if hi is None else torch.maximum(hi, theta)
+
+    def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
+        if epoch == 0:
+            return
+        self.horizons.append(self.rounds)
+        self._epoch_done()
+        if self.solve_at_end and epoch == self.epochs:
+            self.solve()
+
+    def _epoch_done(self) -> None:
+        """Snapshot whatever the horizon needs."""
+
+    def boxes(self, i: int, box_scale: float, neuron: int | None = None):
+        lo, hi = self.lower[i].cpu().numpy(), self.upper[i].cpu().numpy()
+        if neuron is not None:
+            lo, hi = lo[neuron], hi[neuron]
+        return iterate_box(lo.ravel(), hi.ravel(), box_scale)
+
+    def _base_state(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper, "horizons": self.horizons, "rounds": self.rounds}
+
+    def _load_base(self, state: dict[str, Any]) -> None:
+        self.lower, self.upper = state["lower"], state["upper"]
+        self.horizons, self.rounds = list(state["horizons"]), state["rounds"]
+
+    def _store(self, optimum: list[np.ndarray], used: list[np.ndarray], loss: list[np.ndarray]) -> None:
+        """Keep the solved arrays: one row per scale (a layer, or one neuron)."""
+        labels, layers, neurons = [], [], []
+        for g in self.groups:
+            labels += g.labels()
+            layers += [g.layer] * len(g.labels())
+            neurons += [-1] if g.joint else g.neurons
+        self.result = {
+            "labels": np.asarray(labels),
+            "layer": np.asarray(layers, dtype=np.int64),
+            "neuron": np.asarray(neurons, dtype=np.int64),
+            "box_scales": np.asarray(self.box_scales, dtype=np.float64),
+            "horizons": np.asarray(self.horizons, dtype=np.int64),
+            "optimum": np.stack(optimum),  # (S, B, E)
+            "samples_used": np.stack(used),  # (S, E): samples (all rounds used) up to each horizon
+            "recorded_loss": np.stack(loss),  # (S, E): mean incurred loss over the rounds used
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self.result)
+
+    def solve(self) -> None:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- MSE
+
+class MSEStatsRecorder(TaylorRecorder):
+    """Exact streaming MSE statistics for layer and neuron scales of a dense :class:`ReluNet`.
+
+    Args:
+        groups: the scales (:class:`Group`); a whole output layer is not supported.
+        box_scales: widening of the iterates' box for the comparator (``inf``: none).
+        input_stride: rounds between recordings for groups with inputs wider than
+            ``factor_width`` (the input layer's neurons); every round otherwise.
+        factor_width: ``Q`` above which a group keeps per-sample factors, not statistics.
+    """
+
+    name = "taylor_mse"
+
+    def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True):
+        super().__init__(groups, box_scales, solve_at_end)
+        self.input_stride, self.factor_width = int(input_stride), int(factor_width)
+        self.running: list[dict[str, Any]] = [{} for _ in self.groups]
+        self.snapshots: list[list[dict[str, Any]]] = [[] for _ in self.groups]
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width}
+
+    def _factor_mode(self, model: ReluNet, g: Group) -> bool:
+        return not g.joint and model.layer(g.layer).in_features + 1 > self.factor_width
+
+    def setup(self, model, data, config) -> None:
+        super().setup(model, data, config)
+        if not all(isinstance(m, nn.Linear) for m in model.layers):
+            raise TypeError("MSEStatsRecorder handles dense networks only")
+        if any(g.joint and g.layer == model.depth for g in self.groups):
+            raise ValueError("the whole output layer's H is K^2 Q^2: record its neurons instead")
+        self.factor = [self._factor_mode(model, g) for g in self.groups]
+        self.output_width = model.layer(model.depth).out_features
+
+    @torch.no_grad()
+    def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._track_box(model)
+        self.rounds += 1
+        active = [i for i, g in enumerate(self.groups) if not self.factor[i] or n % self.input_stride == 0]
+        if not active:
+            return
+        trace = model.trace(x)
+        e = trace.output - y  # (N, K)
+        ee = e.pow(2).sum(1)  # ||f - y||^2
+        lowest = min(self.groups[i].layer for i in active)
+        grams, resid = self._backward_grams(model, trace, e, lowest)
+        for i in active:
+            g = self.groups[i]
+            gram, r = grams[g.layer], resid[g.layer]
+            a = trace.pre[g.layer - 1]
+            xt = torch.nn.functional.pad(trace.inputs[g.layer - 1], (0, 1), value=1.0)
+            if g.joint:
+                self._add_layer(i, gram, r, a, xt, ee)
+            else:
+                self._add_neurons(i, gram, r, a, xt, ee)
+
+    def _backward_grams(self, model: ReluNet, trace, e: torch.Tensor, lowest: int):
+        """Per-sample ``Gram_l = J_L^T J_L`` ``(N, C, C)`` (``None`` for the output layer) and ``r_l = J_L^T e``."""
+        depth = model.depth
+        grams: dict[int, torch.Tensor | None] = {depth: None}
+        resid = {depth: e}
+        w_last = model.layer(depth).weight
+        for l in range(depth - 1, lowest - 1, -1):
+            mask = (trace.pre[l - 1] > 0).to(e.dtype)  # (N, C_l)
+            w = model.layer(l + 1).weight  # (C_{l+1}, C_l)
+            if l == depth - 1:
+                inner = (w_last.T @ w_last).expand(e.shape[0], -1, -1)
+            else:
+                inner = w.T @ grams[l + 1] @ w
+            grams[l] = inner * mask[:, :, None] * mask[:, None, :]
+            resid[l] = (resid[l + 1] @ w) * mask
+        return grams, resid
+
+    def _add(self, i: int, **parts: torch.Tensor) -> None:
+        run = self.running[i]
+        for key, value in parts.items():
+            value = value.double()
+            run[key] = value.clone() if key not in run else run[key].add_(value)
+
+    def _add_layer(self, i, gram, r, a, xt, ee) -> None:
+        """``H += sum_d (x~ x~^T) kron Gram`` as one product, ``g += sum_d (Gram a - r) x~^T``."""
+        n, c, q = xt.shape[0], a.shape[1], xt.shape[1]
+        ga = (gram @ a[:, :, None]).squeeze(2)
+        outer_x = (xt[:, :, None] * xt[:, None, :]).view(n, q * q)
+        self._add(
+            i,
+            kron=outer_x.T @ gram.reshape(n, c * c),  # ((q q'), (c c'))
+            g=(ga - r).T @ xt,
+            s=((ga * a).sum() - 2 * (a * r).sum() + ee.sum()).reshape(1),
+            count=torch.tensor([float(n)]),
+            loss=ee.sum().reshape(1),
+        )
+
+    def _add_neurons(self, i, gram, r, a, xt, ee) -> None:
+        """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (1 for an output neuron)."""
+        idx = self.groups[i].neurons
+        w = torch.ones_like(r[:, idx]) if gram is None else gram[:, idx, idx]
+        aa, rr = a[:, idx], r[:, idx]
+        u = w * aa - rr  # J_alpha^T c / x~
+        cc = w * aa * aa - 2 * aa * rr + ee[:, None]
+        if self.factor[i]:
+            self.running[i].setdefault("rows", []).append((xt.float().cpu(), w.cpu(), u.cpu(), cc.cpu(), ee.cpu()))
+            return
+        self._add(
+            i,
+            h=torch.einsum("nm,ni,nj->mij", w, xt, xt),
+            g=torch.einsum("nm,ni->mi", u, xt),
+            s=cc.sum(0),
+            count=torch.tensor([float(xt.shape[0])]),
+            loss=ee.sum().reshape(1),
+        )
+
+    def _epoch_done(self) -> None:
+        for i in range(len(self.groups)):
+            if self.factor[i]:
+                rows = self.running[i].pop("rows", [])
+                self.snapshots[i].append({"rows": rows})
+            else:
+                self.snapshots[i].append({k: v.clone() for k, v in self.running[i].items()})
+
+    def _horizon_stats(self, i: int):
+        """Yield per horizon ``(H, g, s, samples, sum ||f - y||^2)`` in the scale layout, cumulative."""
+        g = self.groups[i]
+        if not self.factor[i]:
+            for snap in self.snapshots[i]:
+                if not snap:
+                    yield None
+                    continue
+                if g.joint:
+                    c, q = snap["g"].shape
+                    h = snap["kron"].view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
+                    yield h, snap["g"].flatten(), snap["s"], snap["count"], snap["loss"]
+                else:
+                    yield snap["h"], snap["g"], snap["s"], snap["count"], snap["loss"]
+            return
+        total = None
+        for snap in self.snapshots[i]:
+            if snap["rows"]:
+                xt, w, u, cc, ee = (torch.cat(parts).double() for parts in zip(*snap["rows"]))
+                inc = (torch.stack([(xt * w[:, j : j + 1]).T @ xt for j in range(w.shape[1])]),
+                       u.T @ xt, cc.sum(0), torch.tensor([float(xt.shape[0])]), ee.sum().reshape(1))
+                total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
+            yield total
+
+    def solve(self) -> None:
+        k = self.output_width
+        optimum, used, loss = [], [], []
+        for i, g in enumerate(self.groups):
+            units = 1 if g.joint else len(g.neurons)
+            values = np.full((units, len(self.box_scales), len(self.horizons)), np.nan)
+            n_used = np.zeros((units, len(self.horizons)))
+            mean_loss = np.full((units, len(self.horizons)), np.nan)
+            for e, stats in enumerate(self._horizon_stats(i)):
+                if stats is None:
+                    continue
+                h, gv, s, count, ee = (t.cpu().numpy() for t in stats)
+                n_used[:, e], mean_loss[:, e] = count[0], ee[0] / (count[0] * k)
+                hs, gs, ss = (h[None], gv[None], s) if g.joint else (h, gv, s)
+                for j in range(units):
+                    problem = QuadraticProblem(hs[j], gs[j], float(ss[j]), count[0] * k)
+                    for b, scale in enumerate(self.box_scales):
+                        box = self.boxes(i, scale, None if g.joint else j)
+                        values[j, b, e] = solve_quadratic(problem, box)[1]
+            optimum += list(values)
+            used += list(n_used)
+            loss += list(mean_loss)
+        self._store(optimum, used, loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._base_state(), "running": self.running, "snapshots": self.snapshots}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base(state)
+        self.running, self.snapshots = state["running"], state["snapshots"]
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+class CEFactorRecorder(TaylorRecorder):
+    """Per-sample Jacobian factors of small scales on every ``stride``-th round (cross-entropy).
+
+    Dense layers keep ``(J^L_l[:, :, alpha], x~)`` per sample (``K C + Q`` numbers), conv
+    layers the per-neuron Jacobians ``(K, Q)``; with each, the offset ``b = f - J theta^n``
+    so that ``b + J V`` is the Taylor approximation. Whole conv layers beyond the first
+    are too large for this; they are not handled here.
+
+    Args:
+        groups: the scales (:class:`Group`).
+        stride: record rounds ``n`` with ``n % stride == 0``.
+        samples: samples kept per recorded round (the first of the shuffled minibatch; 0: all).
+        box_scales: widening of the iterates' box for the comparator (``inf``: none).
+        dtype: storage type of the factors (the solve runs in float64).
+    """
+
+    name = "taylor_ce"
+
+    def __init__(self, groups, stride: int = 1, samples: int = 0, box_scales=(1.0,), dtype=torch.float32,
+                 solve_at_end=True, tol: float = 1e-10):
+        super().__init__(groups, box_scales, solve_at_end)
+        self.stride, self.samples, self.dtype, self.tol = int(stride), int(samples), dtype, tol
+        self.rows: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.groups]
+        self.recorded: list[int] = []
+        self.recorded_loss: list[float] = []
+        self.thetas: list[list[torch.Tensor]] = [[] for _ in self.groups]
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "stride": self.stride, "samples": self.samples, "dtype": str(self.dtype)}
+
+    @torch.no_grad()
+    def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._track_box(model)
+        self.rounds += 1
+        if n % self.stride:
+            return
+        if self.samples:
+            x, y = x[: self.samples], y[: self.samples]
+        self.recorded.append(n)
+        trace = model.trace(x)
+        f = trace.output
+        self.recorded_loss.append(float(torch.nn.functional.cross_entropy(f, y)))
+        for i, g in enumerate(self.groups):
+            layer = model.layer(g.layer)
+            theta = layer_matrix(layer)[g.neurons]  # (C, Q)
+            jl = output_by_preactivation(model, trace, g.layer, g.neurons)
+            if isinstance(layer, nn.Linear):
+                xt = torch.nn.functional.pad(trace.inputs[g.layer - 1], (0, 1), value=1.0)
+                shift = jl * (xt @ theta.T)[:, None, :]  # (N, K, C): J_alpha theta_alpha
+                row = {"g": jl, "x": xt}
+            else:
+                j = RULES[type(layer)](layer, trace.inputs[g.layer - 1], jl)  # (N, K, C, Q)
+                shift = torch.einsum("nkcq,cq->nkc", j, theta)
+                row = {"j": j}
+            offset = f - shift.sum(2) if g.joint else f[:, :, None] - shift  # (N, K) or (N, K, C)
+            row.update(offset=offset, y=y)
+            self.thetas[i].append(theta.double().cpu())
+            self.rows[i].append({k: v.to(self.dtype) if v.is_floating_point() else v for k, v in row.items()})
+
+    def problem_data(self, i: int, neuron: int | None = None) -> dict[str, torch.Tensor]:
+        """Group ``i``'s factors over all recorded rounds in float64 (one neuron's when given)."""
+        data = {k: torch.cat([r[k] for r in self.rows[i]]) for k in self.rows[i][0]}
+        data = {k: v.double() if v.is_floating_point() else v for k, v in data.items()}
+        if neuron is not None:
+            pick = {"g": lambda v: v[:, :, neuron : neuron + 1], "j": lambda v: v[:, :, neuron : neuron + 1],
+                    "offset": lambda v: v[:, :, neuron]}
+            data = {k: pick.get(k, lambda v: v)(v) for k, v in data.items()}
+        return data
+
+    @staticmethod
+    def problem(data: dict[str, torch.Tensor], rows: int) -> CrossEntropyProblem:
+        """The Taylor-loss problem on the first ``rows`` samples (the rounds of a horizon)."""
+        d = {k: v[:rows] for k, v in data.items()}
+        op = dense_operator(d["g"], d["x"]) if "g" in d else jacobian_operator(d["j"].flatten(2))
+        return CrossEntropyProblem(d["offset"], d["y"], op)
+
+    def solve(self) -> None:
+        per_round = self.rows[0][0]["y"].shape[0] if self.groups and self.rows[0] else 0
+        recorded = np.asarray(self.recorded)
+        counts = np.array([(recorded < h).sum() for h in self.horizons])  # recorded rounds per horizon
+        losses = np.asarray(self.recorded_loss)
+        mean_loss = np.array([losses[:c].mean() if c else np.nan for c in counts])
+        optimum, used, loss = [], [], []
+        for i, g in enumerate(self.groups):
+            for j in [None] if g.joint else range(len(g.neurons)):
+                data = self.problem_data(i, j)
+                thetas = torch.stack(self.thetas[i])  # (R, C, Q): theta^n_S per recorded round
+                iterates = (thetas if j is None else thetas[:, j]).flatten(1).numpy()
+                values = np.full((len(self.box_scales), len(self.horizons)), np.nan)
+                for b, scale in enumerate(self.box_scales):
+                    box, previous = self.boxes(i, scale, j), None
+                    for e, c in enumerate(counts):
+                        if c == 0:
+                            continue
+                        picks = np.unique(np.linspace(0, c - 1, min(6, c)).round().astype(int))
+                        starts = [iterates[p] for p in picks] + ([previous] if previous is not None else [])
+                        previous, values[b, e] = solve_cross_entropy(self.problem(data, c * per_round), starts, box, self.tol)
+                optimum.append(values)
+                used.append(counts * per_round)
+                loss.append(mean_loss)
+        self._store(optimum, used, loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._base_state(), "rows": self.rows, "thetas": self.thetas, "recorded": self.recorded,
+                "recorded_loss": self.recorded_loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base(state)
+        self.rows, self.recorded = state["rows"], list(state["recorded"])
+        self.recorded_loss, self.thetas = list(state["recorded_loss"]), state["thetas"]

@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+from ntaylor_lib.jacobians import jacrev_jacobian, reference_jacobian, scale_jacobian
+
+from taylor_nets import all_scales, small_nets
+
+
+@pytest.mark.parametrize("name,net,x", small_nets())
+@pytest.mark.parametrize("mode", ["auto", "forward", "reverse"])
+def test_capture_matches_jacrev_at_every_scale(name, net, x, mode):
+    for scale in all_scales(net):
+        expected = jacrev_jacobian(net, x, scale)
+        got = scale_jacobian(net, x, scale, mode)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12, msg=f"{name} {scale.label} {mode}")
+
+
+@pytest.mark.parametrize("name,net,x", small_nets())
+def test_library_reference_matches_jacrev(name, net, x):
+    for scale in all_scales(net)[:3]:
+        torch.testing.assert_close(reference_jacobian(net, x[:2], scale), jacrev_jacobian(net, x[:2], scale))

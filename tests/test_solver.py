@@ -1,0 +1,145 @@
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import lsq_linear, minimize
+from torch import nn
+
+from ntaylor_lib.jacobians import Scale, scale_jacobian, scale_vector
+from ntaylor_lib.losses import batch_loss
+from ntaylor_lib.models import ReluNet
+from ntaylor_lib.recorders import CEFactorRecorder, Group, MSEStatsRecorder
+from ntaylor_lib.regret import loglog_slope, regret_table
+from ntaylor_lib.taylor import taylor_loss
+
+from taylor_nets import small_nets
+
+
+def drive(recorder, net, batches, task, epochs=2, lr=0.05):
+    """Train ``net`` by SGD on ``batches`` (split into ``epochs``), calling the recorder's hooks."""
+    recorder.setup(net, None, SimpleNamespace(epochs=epochs))
+    recorder.on_epoch_end(0, net)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    snapshots, per_epoch = [], len(batches) // epochs
+    for n, (x, y) in enumerate(batches):
+        snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        recorder.on_round(n, net, x, y)
+        opt.zero_grad()
+        batch_loss(task, net(x), y).backward()
+        opt.step()
+        if (n + 1) % per_epoch == 0:
+            recorder.on_epoch_end((n + 1) // per_epoch, net)
+    return snapshots
+
+
+def rows_at(net, snapshots, batches, scale, task):
+    """Stacked per-sample Jacobians and targets of every round (the batch least-squares problem)."""
+    a_rows, b_rows = [], []
+    for state, (x, y) in zip(snapshots, batches):
+        net.load_state_dict(state)
+        j = scale_jacobian(net, x, scale)  # (N, K, P)
+        c = torch.einsum("nkp,p->nk", j, scale_vector(net, scale).detach()) - (net(x).detach() - y)
+        a_rows.append(j.reshape(-1, j.shape[-1]))
+        b_rows.append(c.reshape(-1))
+    return torch.cat(a_rows).numpy(), torch.cat(b_rows).numpy()
+
+
+def dense_batches(net, rounds=6, n=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    d_in, d_out = net.layer(1).in_features, net.layer(net.depth).out_features
+    return [(torch.randn(n, d_in, generator=g, dtype=torch.float64),
+             torch.randn(n, d_out, generator=g, dtype=torch.float64)) for _ in range(rounds)]
+
+
+@pytest.mark.parametrize("factor_width", [128, 2])  # streaming statistics, and per-sample factors
+def test_streaming_mse_optimum_equals_batch_least_squares(factor_width):
+    _, net, _ = small_nets()[0]
+    batches = dense_batches(net)
+    groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(3, [0, 6], False)]
+    rec = MSEStatsRecorder(groups, box_scales=(1.0, math.inf), factor_width=factor_width)
+    snaps = drive(rec, net, batches, "autoencoder")
+    out = rec.arrays()
+    k = net.layer(net.depth).out_features
+    scales = [Scale(2), Scale(1, 1), Scale(1, 3), Scale(3, 0), Scale(3, 6)]
+    for s, scale in enumerate(scales):
+        assert out["labels"][s] == scale.label
+        for e, rounds in enumerate((3, 6)):
+            a, b = rows_at(net, snaps[:rounds], batches[:rounds], scale, "autoencoder")
+            m = rounds * batches[0][0].shape[0] * k
+            v = np.linalg.lstsq(a, b, rcond=None)[0]
+            np.testing.assert_allclose(out["optimum"][s, 1, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
+            thetas = np.stack([rows_scale(net, st, scale) for st in snaps])
+            boxed = lsq_linear(a, b, bounds=(thetas.min(0) - 1e-15, thetas.max(0) + 1e-15), tol=1e-14, method="bvls").x
+            np.testing.assert_allclose(out["optimum"][s, 0, e], np.sum((a @ boxed - b) ** 2) / m, rtol=1e-7)
+
+
+def rows_scale(net, state, scale):
+    net.load_state_dict(state)
+    return scale_vector(net, scale).detach().numpy()
+
+
+def conv_batches(net, x, rounds=6, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    k = net(x).shape[1]
+    return [(torch.randn(x.shape, generator=g, dtype=torch.float64), torch.randint(0, k, (x.shape[0],), generator=g))
+            for _ in range(rounds)]
+
+
+def test_cross_entropy_optimum_matches_scipy_and_beats_every_iterate():
+    _, net, x = small_nets()[1]
+    batches = conv_batches(net, x)
+    groups = [Group(2, [0, 2], False), Group(3, [1, 4], False), Group(1, [0, 1, 2], True)]
+    rec = CEFactorRecorder(groups, stride=1, box_scales=(1.0,), dtype=torch.float64, tol=1e-13)
+    snaps = drive(rec, net, batches, "convnet", lr=0.5)
+    out = rec.arrays()
+    scales = [Scale(2, 0), Scale(2, 2), Scale(3, 1), Scale(3, 4), Scale(1)]
+    for s, scale in enumerate(scales):
+        thetas = np.stack([rows_scale(net, st, scale) for st in snaps])
+        losses = []
+        for state, (xb, yb) in zip(snaps, batches):
+            net.load_state_dict(state)
+            losses.append(taylor_loss(net, scale, xb, yb, "convnet"))
+
+        def objective(v, rounds=6):
+            t = torch.as_tensor(v).requires_grad_(True)
+            value = sum(f(t) for f in losses[:rounds]) / rounds
+            return float(value), torch.autograd.grad(value, t)[0].numpy()
+
+        ref = minimize(objective, thetas[-1], jac=True, method="L-BFGS-B", bounds=list(zip(thetas.min(0), thetas.max(0))),
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+        got = out["optimum"][s, 0, -1]
+        assert abs(got - ref.fun) <= 1e-6 * abs(ref.fun), (scale.label, got, ref.fun)
+        assert all(got <= objective(t)[0] + 1e-12 for t in thetas), scale.label
+
+
+def test_linear_model_gives_the_true_hindsight_optimum():
+    torch.manual_seed(3)
+    net = ReluNet([nn.Linear(4, 3)]).double()  # linear in its weights: the Taylor loss is the loss
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g))
+               for _ in range(4)]
+    rec = CEFactorRecorder([Group(1, [0, 1, 2], True)], box_scales=(math.inf,), dtype=torch.float64, tol=1e-14)
+    drive(rec, net, batches, "convnet", lr=0.1)
+    xs = torch.cat([b[0] for b in batches])
+    ys = torch.cat([b[1] for b in batches])
+
+    def true_loss(v):
+        w = torch.as_tensor(v).view(3, 5).requires_grad_(True)
+        value = torch.nn.functional.cross_entropy(xs @ w[:, :4].T + w[:, 4], ys)
+        return float(value), torch.autograd.grad(value, w)[0].flatten().numpy()
+
+    best = minimize(true_loss, np.zeros(15), jac=True, method="BFGS", options={"gtol": 1e-12})
+    np.testing.assert_allclose(rec.arrays()["optimum"][0, 0, -1], best.fun, rtol=1e-7)
+
+
+def test_regret_table_and_slope():
+    arrays = {"labels": np.array(["layer1"]), "layer": np.array([1]), "neuron": np.array([-1]),
+              "box_scales": np.array([1.0]), "horizons": np.array([4, 16]), "optimum": np.array([[[0.5, 0.25]]]),
+              "samples_used": np.array([[4, 16]]), "recorded_loss": np.array([[1.0, 0.5]])}
+    rows = regret_table(np.ones(16), arrays)
+    assert [r["regret"] for r in rows] == [4 - 2.0, 16 - 4.0]
+    assert rows[1]["regret_sqrt"] == pytest.approx(12 / 4)
+    n = np.array([10, 100, 1000.0])
+    assert loglog_slope(n, 3 * np.sqrt(n)) == pytest.approx(0.5)
