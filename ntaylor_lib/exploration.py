@@ -30,7 +30,8 @@ unit at a time, for tests and benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ def hamming_matrix(packed: np.ndarray) -> np.ndarray:
         for n in range(1, n_ckpt):
             np.bitwise_xor(block[:n], block[n], out=xor[:n, :width])
             np.bitwise_count(xor[:n, :width], out=counts[:n, :width])
-            lower[n, :n] += counts[:n, :width].sum(axis=1, dtype=np.int64)
+            lower[n, :n] += counts[:n, :width].sum(axis=1, dtype=np.uint32)
     return lower + lower.T
 
 
@@ -96,8 +97,11 @@ def switches(packed: np.ndarray, units: int, sort: bool = True) -> np.ndarray:
     if n_ckpt < 2:
         return np.full(probes, np.nan)
     total = np.zeros(probes, dtype=np.int64)
+    buffer = np.empty(packed.shape[1:], dtype=np.uint8)
     for n in range(n_ckpt - 1):
-        total += np.bitwise_count(packed[n + 1] ^ packed[n]).sum(axis=1, dtype=np.int64)
+        np.bitwise_xor(packed[n + 1], packed[n], out=buffer)
+        np.bitwise_count(buffer, out=buffer)
+        total += buffer.sum(axis=1, dtype=np.uint32)  # a row sums to at most 8 B = M: fits
     out = total / ((n_ckpt - 1) * units)
     return -np.sort(-out) if sort else out
 
@@ -108,6 +112,23 @@ def subsample_units(units: int, sample: int | None = None, seed: int = 0) -> np.
     if not sample or sample >= units:
         return np.arange(units)
     return np.sort(np.random.default_rng(seed).choice(units, size=sample, replace=False))
+
+
+def _unit_slabs(packed: np.ndarray, index: np.ndarray, step: int, device) -> Iterator[torch.Tensor]:
+    """``A[:, :, m]`` for the units ``m`` in ``index`` (sorted), ``step`` units at a time, as ``(c, N, D)`` uint8 0/1.
+
+    The packed bytes holding these units are transposed once to ``(bytes, N, D)`` (8
+    times smaller than the bits), so each chunk unpacks from one contiguous block.
+    """
+    needed, where = np.unique(index // 8, return_inverse=True)
+    by_byte = torch.from_numpy(np.ascontiguousarray(packed[:, :, needed].transpose(2, 0, 1))).to(device)
+    rows = 8 * where.reshape(-1) + index % 8  # unit index[i] is row rows[i] of the unpacked (8 bytes, N, D)
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device).view(1, 8, 1, 1)
+    for start in range(0, len(index), step):
+        chunk = rows[start : start + step]
+        first, last = chunk[0] // 8, chunk[-1] // 8 + 1
+        bits = (by_byte[first:last].unsqueeze(1) >> shifts) & 1  # (bytes, 8, N, D)
+        yield bits.flatten(0, 1)[torch.from_numpy(chunk - 8 * first).to(device)]
 
 
 def _centred_grams(bits: torch.Tensor) -> torch.Tensor:
@@ -123,6 +144,19 @@ def _centred_grams(bits: torch.Tensor) -> torch.Tensor:
     gram = torch.bmm(bits.transpose(1, 2), bits).double()  # X^T X = A^T A - s s^T / N
     sums = bits.sum(1).double()
     return gram - sums.unsqueeze(2) * sums.unsqueeze(1) / n_ckpt
+
+
+@contextmanager
+def _single_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU LAPACK on one thread: on batches of small matrices more threads only add
+    synchronisation (measured 50x slower with 2 threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def log_volume(
@@ -155,17 +189,14 @@ def log_volume(
     k = min(values, n_ckpt - 1, probes)
     if k < 1:
         return np.full(len(chosen), np.nan)
-    source = torch.from_numpy(np.ascontiguousarray(packed)).to(device)
-    out = np.empty(len(chosen))
     step = max(1, chunk_entries // (n_ckpt * probes))
-    for start in range(0, len(chosen), step):
-        index = torch.from_numpy(chosen[start : start + step]).to(device)
-        shift = (7 - index % 8).to(torch.uint8)
-        bits = (source[:, :, index // 8] >> shift) & 1  # (N, D, c)
-        grams = _centred_grams(bits.permute(2, 0, 1).float())
-        top = torch.linalg.eigvalsh(grams)[:, -k:]  # ascending: the k largest
-        sigma = top.clamp_min(0).sqrt().clamp_min(floor)
-        out[start : start + len(index)] = sigma.log().sum(1).cpu().numpy()
+    parts = []
+    for slab in _unit_slabs(packed, chosen, step, torch.device(device)):
+        grams = _centred_grams(slab.float())
+        with _single_thread(grams.device):
+            top = torch.linalg.eigvalsh(grams)[:, -k:]  # ascending: the k largest
+        parts.append(top.clamp_min(0).sqrt().clamp_min(floor).log().sum(1).cpu().numpy())
+    out = np.concatenate(parts)
     return -np.sort(-out) if sort else out
 
 
@@ -213,24 +244,21 @@ def exploration_metrics(
 
 def novelty_reference(configs: np.ndarray) -> np.ndarray:
     """(a) from a ``(N, D, M)`` bool tensor: a double loop over checkpoint pairs."""
-    configs = np.asarray(configs, dtype=np.float64)
     n_ckpt, probes, units = configs.shape
     out = np.full(n_ckpt, np.nan)
     for n in range(1, n_ckpt):
-        out[n] = min(((configs[n] - configs[k]) ** 2).sum() for k in range(n)) / (probes * units)
+        a_n = configs[n].astype(np.float64)
+        out[n] = min(((a_n - configs[k]) ** 2).sum() for k in range(n)) / (probes * units)
     return out
 
 
 def switches_reference(configs: np.ndarray) -> np.ndarray:
     """(b) from a ``(N, D, M)`` bool tensor, sorted largest first: a loop over inputs and checkpoints."""
-    configs = np.asarray(configs, dtype=np.float64)
     n_ckpt, probes, units = configs.shape
     if n_ckpt < 2:
         return np.full(probes, np.nan)
-    out = np.array([
-        sum(((configs[n + 1, d] - configs[n, d]) ** 2).sum() for n in range(n_ckpt - 1)) / ((n_ckpt - 1) * units)
-        for d in range(probes)
-    ])
+    step = lambda n, d: ((configs[n + 1, d].astype(np.float64) - configs[n, d]) ** 2).sum()  # noqa: E731
+    out = np.array([sum(step(n, d) for n in range(n_ckpt - 1)) / ((n_ckpt - 1) * units) for d in range(probes)])
     return -np.sort(-out)
 
 
@@ -238,7 +266,6 @@ def log_volume_reference(
     configs: np.ndarray, values: int = DEFAULT_VALUES, floor: float = DEFAULT_FLOOR, unit_index: np.ndarray | None = None
 ) -> np.ndarray:
     """(c) from a ``(N, D, M)`` bool tensor, one SVD per unit, sorted largest first (``unit_index``: a subset)."""
-    configs = np.asarray(configs, dtype=np.float64)
     n_ckpt, probes, units = configs.shape
     k = min(values, n_ckpt - 1, probes)
     index = np.arange(units) if unit_index is None else np.asarray(unit_index)
@@ -246,7 +273,8 @@ def log_volume_reference(
         return np.full(len(index), np.nan)
     out = []
     for m in index:
-        x = configs[:, :, m] - configs[:, :, m].mean(axis=0)
+        x = configs[:, :, m].astype(np.float64)
+        x -= x.mean(axis=0)
         sigma = np.linalg.svd(x, compute_uv=False)  # descending
         out.append(np.log(np.maximum(sigma[:k], floor)).sum())
     return -np.sort(-np.array(out))

@@ -1,0 +1,98 @@
+"""Exploration metrics: the fast paths of ``ntaylor_lib.exploration`` against the NumPy references.
+
+Random configurations (each entry active with probability 1/2; neither path's cost
+depends on the values) with N = 100 checkpoints and D = 1000 probe inputs, for M = 180
+(the autoencoder) and M of the MNIST convnet at width 16 (and, with ``--wide``, 64).
+The fast paths run on all M units. Each reference costs time linear in M, so where
+timing it on all units would take too long it runs on the first ``m`` units only and
+its time is scaled by ``M / m``; the output says where. Prints seconds, the ratio
+(target: at least 50x) and the storage cost in bits per configuration entry.
+
+    .venv/bin/python benchmarks/bench_exploration.py [--wide] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+# NumPy's BLAS on one thread, set before NumPy loads: the references' per-unit SVDs of
+# 100 x 1000 matrices take 3 ms on one thread and 140 ms on two on a busy 2-core machine
+# (thread synchronisation), so one thread is the references' fair, fastest setting. The
+# fast path runs its batched eigenvalues on one thread for the same reason.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np
+import torch
+
+from ntaylor_lib.configurations import pack_bits
+from ntaylor_lib.exploration import (
+    log_volume,
+    log_volume_reference,
+    novelty,
+    novelty_reference,
+    switches,
+    switches_reference,
+)
+
+
+def convnet_units(width: int, side: int = 28, hidden: int = 192) -> int:
+    """ReLU units of the convnet: three conv layers at ``side``, ``side/2``, ``side/4``, then the dense layer."""
+    return sum(width * (side >> i) ** 2 for i in range(3)) + hidden
+
+
+def seconds(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def bench(n: int, d: int, m: int, label: str, ref_units: dict[str, int], rng: np.random.Generator) -> None:
+    packed = rng.integers(0, 256, size=(n, d, (m + 7) // 8), dtype=np.uint8)
+    if m % 8:
+        packed[..., -1] &= np.uint8((0xFF << (8 - m % 8)) & 0xFF)  # padding bits stay zero, as pack_bits leaves them
+    bits = 8 * packed.shape[-1] / m
+    print(f"\n{label}: N={n}, D={d}, M={m}; packed {packed.nbytes / 2**20:.1f} MiB, {bits:.3f} bits per entry "
+          f"(a bool array: 8)")
+    fast = {
+        "novelty": lambda: novelty(packed, m),
+        "switches": lambda: switches(packed, m),
+        "log-volume": lambda: log_volume(packed, m),
+    }
+    slow = {
+        "novelty": novelty_reference,
+        "switches": switches_reference,
+        "log-volume": log_volume_reference,
+    }
+    for name in fast:
+        t_fast = seconds(fast[name])
+        used = min(m, ref_units[name])
+        subset = np.unpackbits(packed[..., : (used + 7) // 8], axis=-1, count=used).astype(bool)
+        t_ref = seconds(slow[name], subset) * m / used
+        how = "measured" if used == m else f"timed on {used} units, x{m / used:.0f} (linear in M)"
+        print(f"  {name:<10} fast {t_fast:8.3f} s   reference {t_ref:9.1f} s ({how})   ratio {t_ref / t_fast:7.0f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wide", action="store_true", help="also the paper-scale width 64 (about 2 minutes more)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.threads} torch threads, "
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    rng = np.random.default_rng(0)
+    n, d = 100, 1000
+    bench(n, d, 180, "autoencoder", {"novelty": 180, "switches": 180, "log-volume": 180}, rng)
+    sizes = [16] + ([64] if args.wide else [])
+    for width in sizes:
+        bench(n, d, convnet_units(width), f"convnet width {width} (MNIST)",
+              {"novelty": 360, "switches": 16656, "log-volume": 100}, rng)
+
+
+if __name__ == "__main__":
+    main()
