@@ -68,11 +68,11 @@ def solve_quadratic(problem: QuadraticProblem, box: tuple[np.ndarray, np.ndarray
     that solves the free coordinates exactly (kept when it stays in the box).
     """
     h = (problem.h + problem.h.T) / 2
-    if box is None:
-        lam, q = np.linalg.eigh(h)
-        inv = np.where(lam > max(lam.max(initial=0.0), 0.0) * 1e-12 * len(lam), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-        v = q @ (inv * (q.T @ problem.g))
-        return v, problem.value(v)
+    lam, q = np.linalg.eigh(h)
+    inv = np.where(lam > max(lam.max(initial=0.0), 0.0) * 1e-12 * len(lam), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
+    v = q @ (inv * (q.T @ problem.g))
+    if box is None or (np.all(v >= box[0]) and np.all(v <= box[1])):
+        return v, problem.value(v)  # the unconstrained optimum (already inside the box)
     lo, hi = box
     scale = max(float(np.abs(np.diag(h)).max(initial=0.0)), 1e-300)
 

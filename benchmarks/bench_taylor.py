@@ -1,0 +1,79 @@
+"""Benchmark of the Taylor machinery: ratios on the same work (DESIGN.md section 2, issue 4).
+
+Prints, for both tasks: structured Jacobian capture per minibatch against a per-sample
+``autograd.grad`` loop (timed on a few samples, scaled to the batch) and against
+``vmap(jacrev)``; training with the Taylor recorders attached against plain training
+(``--epochs`` epochs of the cpu profile); and the solver's time per horizon.
+
+    python benchmarks/bench_taylor.py [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ntaylor_lib import get_profile, run_config, train
+from ntaylor_lib.data import task_data
+from ntaylor_lib.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
+from ntaylor_lib.models import build_model
+from ntaylor_lib.regret import taylor_recorders
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 2) -> None:
+    config = run_config(params, task, "rmsprop")
+    data = task_data(task, config.dataset, 2048, 64, 16)
+    torch.manual_seed(0)
+    model = build_model(task, config.dataset, config.width)
+    x = data.train_x[:batch]
+    fast = best_of(lambda: scale_jacobian(model, x, scale))
+    jac = best_of(lambda: jacrev_jacobian(model, x, scale), repeat=1)
+    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], scale), repeat=1) * batch / loop_samples
+    print(f"{task} {scale.label} batch {batch}: structured {fast * 1e3:.1f} ms, vmap(jacrev) {jac * 1e3:.1f} ms "
+          f"({jac / fast:.1f}x), autograd.grad loop {loop * 1e3:.0f} ms (scaled from {loop_samples} samples, "
+          f"{loop / fast:.0f}x)")
+
+
+def training(task: str, params) -> None:
+    config = run_config(params, task, "rmsprop")
+    train(config, progress=False)  # warm-up: data loading, allocator
+    plain = best_of(lambda: train(config, progress=False), repeat=1)
+    recorders = taylor_recorders(task, params, solve_at_end=False)
+    start = time.perf_counter()
+    train(config, recorders=recorders, progress=False)
+    recorded = time.perf_counter() - start
+    start = time.perf_counter()
+    recorders[0].solve()
+    solve = time.perf_counter() - start
+    horizons = len(recorders[0].horizons)
+    scales = len(recorders[0].arrays()["labels"])
+    print(f"{task} training ({config.epochs} epochs, {params['train_size']} samples): plain {plain:.1f} s, "
+          f"with recorders {recorded:.1f} s ({recorded / plain:.2f}x); solve {solve:.1f} s for {scales} scales x "
+          f"{len(recorders[0].box_scales)} boxes = {solve / horizons:.1f} s per horizon")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    params = get_profile("cpu", {"epochs": args.epochs, "device": "cpu"})
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    capture("autoencoder", params, Scale(3), 64)
+    capture("convnet", params, Scale(2), 128)
+    training("autoencoder", params)
+    training("convnet", params)
+
+
+if __name__ == "__main__":
+    main()
