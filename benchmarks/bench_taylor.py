@@ -47,11 +47,12 @@ def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 2) 
 
 def training(task: str, params) -> None:
     config = run_config(params, task, "rmsprop")
-    train(config, progress=False)  # warm-up: data loading, allocator
-    plain = best_of(lambda: train(config, progress=False), repeat=1)
+    data = task_data(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
+    train(config, data=data, progress=False)  # warm-up: allocator, kernels
+    plain = best_of(lambda: train(config, data=data, progress=False), repeat=1)
     recorders = taylor_recorders(task, params, solve_at_end=False)
     start = time.perf_counter()
-    train(config, recorders=recorders, progress=False)
+    train(config, recorders=recorders, data=data, progress=False)
     recorded = time.perf_counter() - start
     start = time.perf_counter()
     recorders[0].solve()
