@@ -101,7 +101,10 @@ class TaylorRecorder(Recorder):
             return
         self.horizons.append(self.rounds)
         self._epoch_done()
-        if self.solve_at_end and epoch == self.epochs:
+
+    def on_train_end(self, model: ReluNet, status: str) -> None:
+        # Also after a divergence: the horizons reached before it still get their optimum.
+        if self.solve_at_end and self.horizons:
             self.solve()
 
     def _epoch_done(self) -> None:
@@ -299,6 +302,7 @@ class MSEStatsRecorder(TaylorRecorder):
             values = np.full((units, len(self.box_scales), len(self.horizons)), np.nan)
             n_used = np.zeros((units, len(self.horizons)))
             mean_loss = np.full((units, len(self.horizons)), np.nan)
+            warm: dict[tuple[int, int], np.ndarray] = {}
             for e, stats in enumerate(self._horizon_stats(i)):
                 if stats is None:
                     continue
@@ -309,7 +313,9 @@ class MSEStatsRecorder(TaylorRecorder):
                     problem = QuadraticProblem(hs[j], gs[j], float(ss[j]), count[0] * k)
                     for b, scale in enumerate(self.box_scales):
                         box = self.boxes(i, scale, None if g.joint else j)
-                        values[j, b, e] = solve_quadratic(problem, box)[1]
+                        # warm start: the previous horizon's optimum for the same scale and box
+                        solution, values[j, b, e] = solve_quadratic(problem, box, start=warm.get((j, b)))
+                        warm[(j, b)] = solution
             optimum += list(values)
             used += list(n_used)
             loss += list(mean_loss)

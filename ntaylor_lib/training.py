@@ -168,6 +168,9 @@ class Recorder:
     def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
         """After the last step of ``epoch`` (from 1); also called with 0 before training."""
 
+    def on_train_end(self, model: ReluNet, status: str) -> None:
+        """After the last epoch, or after the epoch in which the loss diverged (``status``)."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -331,4 +334,6 @@ def train(
                 }
             )
     bar.close()
+    for recorder in recorders:
+        recorder.on_train_end(model, status)
     return TrainResult(model=model, history=history, status=status, wall_time=wall)

@@ -31,6 +31,7 @@ def drive(recorder, net, batches, task, epochs=2, lr=0.05):
         opt.step()
         if (n + 1) % per_epoch == 0:
             recorder.on_epoch_end((n + 1) // per_epoch, net)
+    recorder.on_train_end(net, "complete")
     return snapshots
 
 
@@ -143,3 +144,22 @@ def test_regret_table_and_slope():
     assert rows[1]["regret_sqrt"] == pytest.approx(12 / 4)
     n = np.array([10, 100, 1000.0])
     assert loglog_slope(n, 3 * np.sqrt(n)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_quadratic_matches_bvls_on_random_problems(seed):
+    """Projected Newton against SciPy's exact active-set BVLS, on full-rank and rank-deficient H."""
+    from ntaylor_lib.solver import QuadraticProblem, solve_quadratic
+
+    rng = np.random.default_rng(seed)
+    p, m = 30, (60 if seed % 2 == 0 else 12)  # odd seeds: H = A^T A has rank 12 < 30
+    a, b = rng.normal(size=(m, p)), rng.normal(size=m)
+    lo = rng.normal(size=p) * 0.1 - 0.2
+    hi = lo + rng.uniform(0.05, 0.4, size=p)
+    problem = QuadraticProblem(a.T @ a, a.T @ b, float(b @ b), float(m))
+    start = rng.uniform(lo, hi) if seed % 3 == 0 else None
+    v, value = solve_quadratic(problem, (lo, hi), start=start)
+    assert np.all(v >= lo) and np.all(v <= hi)
+    reference = lsq_linear(a, b, bounds=(lo, hi), method="bvls", tol=1e-14).x
+    expected = float(np.sum((a @ reference - b) ** 2) / m)
+    np.testing.assert_allclose(value, expected, rtol=1e-9)
