@@ -102,6 +102,11 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "probe_size": 500,
         "convnet_width": 16,
         "convnet_dataset": "mnist",
+        # Fewer tracked neurons than the paper's 50: the cross-entropy optimum is an
+        # L-BFGS solve per neuron per horizon, and the book must build in 30 minutes.
+        "taylor_neurons": 10,
+        "taylor_input_neurons": 5,
+        "taylor_conv_neurons": 4,
     },
     "paper": {
         **_COMMON,
@@ -180,6 +185,17 @@ def _check(params: Mapping[str, Any]) -> None:
     need(params["volume_floor"] > 0, "volume_floor must be > 0")
     need(params["volume_units"] >= 0, "volume_units must be >= 0 (0 = all units)")
     need(params["sign_round_stride"] >= 1, "sign_round_stride must be >= 1")
+    for key in ("taylor_neurons", "taylor_input_neurons", "taylor_conv_neurons", "volume_units", "config_round_stride"):
+        need(params[key] >= 0, f"{key} must be >= 0")
+    for key in ("taylor_input_stride", "taylor_round_stride", "taylor_samples", "sign_round_stride", "volume_values"):
+        need(params[key] >= 1, f"{key} must be >= 1")
+    need(params["taylor_ae_layer"] in (1, 2, 3, 4, 5), "taylor_ae_layer must be one of 1..5 (the output layer's H is too large)")
+    for key in ("taylor_box_scales", "taylor_box_scales_ce"):
+        try:
+            boxes = [float(b) for b in str(params[key]).split(",")]
+        except ValueError:
+            raise ParameterError(f"{key} must be comma-separated numbers or inf, like '1,2,4,inf'") from None
+        need(all(b > 0 for b in boxes), f"{key}: every box scale must be > 0 (inf: unconstrained)")
     try:
         rates = [float(r) for r in str(params["exploration_sgd_rates"]).split(",")]
     except ValueError:

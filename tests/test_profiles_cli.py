@@ -33,6 +33,9 @@ def test_profiles_exist_and_overrides_are_typed():
         ("smoke", {"epochs": "two"}, "needs a int"),
         ("smoke", {"convnet_dataset": "svhn"}, "mnist, cifar10"),
         ("smoke", {"device": "tpu"}, "auto, cpu, cuda"),
+        ("smoke", {"taylor_box_scales": "1,-2"}, "must be > 0"),
+        ("smoke", {"taylor_round_stride": 0}, "must be >= 1"),
+        ("smoke", {"exploration_sgd_rates": "fast"}, "comma-separated"),
     ],
 )
 def test_bad_parameters_list_valid_choices(name, overrides, message):
