@@ -47,12 +47,17 @@ def lines(
     width: int = 280,
     height: int = 220,
     points: bool = False,
+    select: bool = True,
+    dashes: dict[str, list[int]] | None = None,
 ) -> alt.Chart:
     """Lines of ``y`` against ``x`` from tidy rows, one per ``color`` value.
 
     With ``color`` set, clicking the legend highlights one series (legend selection);
     every point has a tooltip. ``dash`` maps a field to the stroke dash, ``detail``
-    separates lines without colouring them (e.g. individual neurons).
+    separates lines without colouring them (e.g. individual neurons); ``dashes`` fixes the
+    dash pattern of each ``dash`` value (``[]`` solid, ``[4, 3]`` dashed). When layering several
+    of these charts (``a + b``), give all but one ``select=False``: a layer may hold one
+    legend selection only.
     """
     data = alt.Data(values=list(rows))
     enc: dict[str, Any] = {
@@ -64,15 +69,73 @@ def lines(
     chart = alt.Chart(data).mark_line(point=points, clip=True)
     if color:
         scale = alt.Scale(domain=list(colours), range=list(colours.values())) if colours else alt.Scale(range=PALETTE)
-        pick = alt.selection_point(fields=[color], bind="legend")
         enc["color"] = alt.Color(**_field(color, "nominal"), scale=scale)
-        enc["opacity"] = alt.condition(pick, alt.value(1.0), alt.value(0.15))
-        chart = chart.add_params(pick)
+        if select:
+            pick = alt.selection_point(fields=[color], bind="legend")
+            enc["opacity"] = alt.condition(pick, alt.value(1.0), alt.value(0.15))
+            chart = chart.add_params(pick)
     if dash:
-        enc["strokeDash"] = alt.StrokeDash(**_field(dash, "nominal"))
+        dash_scale = alt.Scale(domain=list(dashes), range=list(dashes.values())) if dashes else alt.Undefined
+        enc["strokeDash"] = alt.StrokeDash(**_field(dash, "nominal"), scale=dash_scale)
     if detail:
         enc["detail"] = alt.Detail(**_field(detail, "nominal"))
     return chart.encode(**enc).properties(title=title, width=width, height=height)
+
+
+def band(
+    rows: Sequence[dict[str, Any]],
+    x: str,
+    lower: str,
+    upper: str,
+    color: str | None = None,
+    *,
+    colours: dict[str, str] | None = None,
+    opacity: float = 0.2,
+    y_title: str | None = None,
+    width: int = 280,
+    height: int = 220,
+) -> alt.Chart:
+    """A shaded band between ``lower`` and ``upper`` (e.g. mean +- 1 sd), one per ``color`` value.
+
+    Layer it under :func:`lines` of the same rows (``band(...) + lines(...)``) with the same
+    ``y_title``; its colour legend merges with the lines', whose selection stays the only one.
+    """
+    enc: dict[str, Any] = {
+        "x": alt.X(**_field(x, "quantitative")),
+        "y": alt.Y(**_field(lower, "quantitative", y_title)),
+        "y2": alt.Y2(field=upper),
+    }
+    if color:
+        scale = alt.Scale(domain=list(colours), range=list(colours.values())) if colours else alt.Scale(range=PALETTE)
+        enc["color"] = alt.Color(**_field(color, "nominal"), scale=scale)
+    return (alt.Chart(alt.Data(values=list(rows))).mark_area(opacity=opacity, clip=True)
+            .encode(**enc).properties(width=width, height=height))
+
+
+def exploration_colours(labels: Sequence[str]) -> dict[str, str]:
+    """Colours for Figure 5's runs: Adam's and RMSProp's own, then one Okabe-Ito colour per SGD rate (SGD's green first)."""
+    spare = iter(["#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#F0E442"])
+    return {label: OPTIMIZER_COLOURS.get(label) or next(spare) for label in labels}
+
+
+def scatter(
+    rows: Sequence[dict[str, Any]],
+    x: str,
+    y: str,
+    color: str | None = None,
+    *,
+    title: str = "",
+    x_title: str | None = None,
+    y_title: str | None = None,
+    log_y: bool = False,
+    colours: dict[str, str] | None = None,
+    tooltip: Sequence[str] = (),
+    width: int = 280,
+    height: int = 220,
+) -> alt.Chart:
+    """Points of ``y`` against ``x``, one colour per ``color`` value (legend selection as in :func:`lines`)."""
+    return lines(rows, x, y, color, title=title, x_title=x_title, y_title=y_title, log_y=log_y, colours=colours,
+                 tooltip=tooltip, width=width, height=height).mark_point(filled=True, size=30, clip=True)
 
 
 def row(*charts: alt.TopLevelMixin) -> alt.HConcatChart:

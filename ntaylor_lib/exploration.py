@@ -239,6 +239,24 @@ def exploration_metrics(
     }
 
 
+def exploration_summary(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """One number per metric of :func:`exploration_metrics`, larger meaning more exploration.
+
+    ``novelty``: the mean of ``h_n`` over checkpoints ``n >= 1``; ``switches``: the mean
+    over probe inputs; ``volume``: the median over units (floored units pull a mean down
+    without bound, a median not). NaN where the metric is undefined (fewer than two checkpoints).
+    """
+    def reduce(values: np.ndarray, how) -> float:
+        finite = values[np.isfinite(values)]
+        return float(how(finite)) if finite.size else float("nan")
+
+    return {
+        "novelty": reduce(np.asarray(metrics["novelty"])[1:], np.mean),
+        "switches": reduce(np.asarray(metrics["switches"]), np.mean),
+        "volume": reduce(np.asarray(metrics["volume"]), np.median),
+    }
+
+
 # Slow, obviously correct references: the definitions, one pair / input / unit at a time.
 
 
@@ -284,6 +302,7 @@ __all__ = [
     "DEFAULT_FLOOR",
     "DEFAULT_VALUES",
     "exploration_metrics",
+    "exploration_summary",
     "hamming_matrix",
     "log_volume",
     "log_volume_reference",

@@ -51,6 +51,28 @@ def step_cosines(step: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
     }
 
 
+def inf_ball_check(g: torch.Tensor, samples: int = 10000, seed: int = 0) -> dict[str, float]:
+    """Observation 3 numerically: ``<g, x>`` at ``sign(g)`` against other points of the unit infinity-ball.
+
+    Returns:
+        ``signed``: ``<g, sign(g)>``; ``l1``: ``||g||_1`` (the bound it attains);
+        ``best_vertex`` and ``best_uniform``: the largest ``<g, x>`` over ``samples``
+        random vertices (``x_i = +-1``) and uniform points of the ball; ``scaled_gradient``:
+        ``<g, g / ||g||_inf>``, the gradient direction scaled into the ball.
+    """
+    g = g.double().flatten()
+    generator = torch.Generator().manual_seed(seed)
+    vertices = torch.randint(0, 2, (samples, g.numel()), generator=generator, dtype=torch.float64) * 2 - 1
+    uniform = torch.rand((samples, g.numel()), generator=generator, dtype=torch.float64) * 2 - 1
+    return {
+        "signed": float(g @ signed_gradient(g)),
+        "l1": float(g.abs().sum()),
+        "best_vertex": float((vertices @ g).max()),
+        "best_uniform": float((uniform @ g).max()),
+        "scaled_gradient": float(g @ (g / g.abs().max())),
+    }
+
+
 def _layer_of(name: str) -> int:
     match = re.match(r"layers\.(\d+)\.", name)
     return int(match.group(1)) if match else -1
@@ -148,4 +170,4 @@ class SignedGradientRecorder(Recorder):
         return out
 
 
-__all__ = ["SignedGradientRecorder", "cosine", "signed_gradient", "step_cosines"]
+__all__ = ["SignedGradientRecorder", "cosine", "inf_ball_check", "signed_gradient", "step_cosines"]

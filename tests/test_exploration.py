@@ -127,3 +127,13 @@ def test_step_cosines():
     signed = step_cosines(-signed_gradient(g), g)
     assert signed["sign"] == pytest.approx(1.0)
     assert np.isnan(cosine(torch.zeros(3), torch.ones(3)))
+
+
+def test_exploration_summary_means_and_median():
+    from ntaylor_lib.exploration import exploration_summary
+
+    summary = exploration_summary({"novelty": np.array([np.nan, 0.1, 0.3]), "switches": np.array([0.2, 0.0]),
+                                   "volume": np.array([5.0, 1.0, -300.0])})
+    assert summary == {"novelty": 0.2, "switches": 0.1, "volume": 1.0}
+    assert np.isnan(exploration_summary({"novelty": np.array([np.nan]), "switches": np.full(3, np.nan),
+                                         "volume": np.full(2, np.nan)})["novelty"])

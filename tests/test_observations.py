@@ -74,3 +74,19 @@ def test_taylor_approximation_equals_clamped_network_at_layer_and_neuron_scales(
     network = [r for r in rows if r["scale"] == "network"]
     assert max(r["taylor_vs_clamped"] for r in network) > 1e-6  # products of several layers: not linear
     assert max(r["taylor_vs_free"] for r in rows if r["scale"] == "layer2") > 1e-6  # the free network's gates move
+
+
+def test_signed_gradient_beats_every_sampled_point_of_the_inf_ball():
+    from ntaylor_lib.signed_gradient import inf_ball_check
+
+    g = torch.randn(40, generator=torch.Generator().manual_seed(0))
+    check = inf_ball_check(g, samples=2000)
+    assert np.isclose(check["signed"], check["l1"])
+    assert max(check["best_vertex"], check["best_uniform"], check["scaled_gradient"]) < check["signed"]
+
+
+def test_exploration_colours_are_distinct():
+    from ntaylor_lib import charts
+
+    colours = charts.exploration_colours(["rmsprop", "adam", "sgd 1", "sgd 0.1", "sgd 0.01"])
+    assert colours["rmsprop"] == charts.OPTIMIZER_COLOURS["rmsprop"] and len(set(colours.values())) == 5
