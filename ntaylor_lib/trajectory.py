@@ -19,6 +19,7 @@ at ``W_n``); the Taylor loss is convex in ``s``, the true loss is not in general
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,13 @@ def taylor_slice(
         by autograd), ``curvature_taylor`` (``d^2 T_n/ds^2`` there), ``taylor_minimiser`` (the
         Newton step) and ``off_axis`` (``|theta^n_S - theta^first_S - s_n d|``).
     """
+    with warnings.catch_warnings():
+        # torch's first forward-mode call loads decompositions through the deprecated torch.jit.script.
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+        return _taylor_slice(model, snapshots, task, scale, direction, span, margin, points)
+
+
+def _taylor_slice(model, snapshots, task, scale, direction, span, margin, points) -> list[dict[str, Any]]:
     d = slice_direction(model, snapshots, scale) if direction is None else direction.detach()
     model.load_state_dict(snapshots[0].state)
     origin = scale_vector(model, scale).detach().clone()
