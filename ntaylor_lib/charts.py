@@ -22,6 +22,7 @@ import altair as alt
 
 # Okabe-Ito colours, readable by colour-blind readers, one per optimizer.
 OPTIMIZER_COLOURS = {"adam": "#0072B2", "rmsprop": "#D55E00", "sgd": "#009E73"}
+INTEGER_AXES = ("epoch", "depth")
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
 
@@ -61,7 +62,9 @@ def lines(
     """
     data = alt.Data(values=list(rows))
     enc: dict[str, Any] = {
-        "x": alt.X(**_field(x, "quantitative", x_title), scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False)),
+        "x": alt.X(**_field(x, "quantitative", x_title), scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False),
+                   # epochs and depths are counts: no fractional ticks on short runs
+                   axis=alt.Axis(tickMinStep=1) if x in INTEGER_AXES else alt.Undefined),
         "y": alt.Y(**_field(y, "quantitative", y_title), scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
         "tooltip": [alt.Tooltip(**_field(t, "quantitative" if t in (x, y) else "nominal")) for t in (x, y, *tooltip)]
         + ([alt.Tooltip(**_field(color, "nominal"))] if color else []),
