@@ -38,7 +38,7 @@ from .jacobians import RULES, layer_matrix, neuron_count, output_by_preactivatio
 from .models import ReluNet
 from .solver import (
     CrossEntropyProblem, QuadraticProblem, dense_operator, iterate_box, jacobian_operator,
-    solve_cross_entropy, solve_quadratic,
+    solve_cross_entropy, solve_quadratic_boxes,
 )
 from .training import Recorder
 
@@ -311,11 +311,11 @@ class MSEStatsRecorder(TaylorRecorder):
                 hs, gs, ss = (h[None], gv[None], s) if g.joint else (h, gv, s)
                 for j in range(units):
                     problem = QuadraticProblem(hs[j], gs[j], float(ss[j]), count[0] * k)
-                    for b, scale in enumerate(self.box_scales):
-                        box = self.boxes(i, scale, None if g.joint else j)
-                        # warm start: the previous horizon's optimum for the same scale and box
-                        solution, values[j, b, e] = solve_quadratic(problem, box, start=warm.get((j, b)))
-                        warm[(j, b)] = solution
+                    boxes = [self.boxes(i, scale, None if g.joint else j) for scale in self.box_scales]
+                    # warm start: the previous horizon's optimum for the same scale and box
+                    starts = [warm.get((j, b)) for b in range(len(boxes))]
+                    for b, (solution, value) in enumerate(solve_quadratic_boxes(problem, boxes, starts)):
+                        values[j, b, e], warm[(j, b)] = value, solution
             optimum += list(values)
             used += list(n_used)
             loss += list(mean_loss)

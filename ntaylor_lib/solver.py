@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 from scipy.optimize import minimize
 
@@ -60,6 +61,53 @@ class QuadraticProblem:
         return float((v @ self.h @ v - 2 * self.g @ v + self.s) / self.m)
 
 
+def _psd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^{-1} b`` for symmetric PSD ``a`` by Cholesky, with a ridge of ``1e-12`` of the mean diagonal.
+
+    Layer Grams are often singular (a unit that is never active leaves its weights out of
+    every Jacobian); along those null directions the quadratic is flat, so the tiny ridge
+    picks a finite point without changing the value beyond rounding. Least squares
+    remains the fallback should the factorisation still fail.
+    """
+    ridge = 1e-12 * max(float(np.trace(a)) / max(len(a), 1), 1e-300)
+    try:
+        factor = scipy.linalg.cho_factor(a + ridge * np.eye(len(a)), check_finite=False)
+        return scipy.linalg.cho_solve(factor, b, check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _active_set_qp(
+    h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray, max_iter: int = 50
+) -> np.ndarray | None:
+    """Primal-dual active-set method (Hintermueller, Ito and Kunisch, 2002) for the box QP.
+
+    With ``mu = g - H v`` (the KKT multipliers), guess the coordinates held at each bound,
+    solve the free block exactly, update the guess; stop when it repeats. Usually a handful
+    of iterations, each one Cholesky solve; ``None`` when it does not settle (then the caller
+    falls back to projected Newton).
+    """
+    mu = g - h @ v
+    scale = 1.0 / max(float(np.abs(np.diag(h)).max(initial=0.0)), 1e-300)
+    previous = None
+    for _ in range(max_iter):
+        at_hi = mu * scale + (v - hi) > 0
+        at_lo = mu * scale + (v - lo) < 0
+        at_lo &= ~at_hi
+        key = (at_lo.tobytes(), at_hi.tobytes())
+        if key == previous:
+            return np.clip(v, lo, hi)
+        previous = key
+        free = ~(at_lo | at_hi)
+        v = np.where(at_hi, hi, np.where(at_lo, lo, v))
+        if free.any():
+            held = ~free
+            rhs = g[free] - h[np.ix_(free, held)] @ v[held]
+            v[free] = _psd_solve(h[np.ix_(free, free)], rhs)
+        mu = np.where(free, 0.0, g - h @ v)
+    return None
+
+
 def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray, max_iter: int = 500) -> np.ndarray:
     """``argmin v^T h v - 2 g^T v`` over ``lo <= v <= hi`` (``h`` symmetric PSD), by projected Newton.
 
@@ -74,6 +122,7 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
 
     v = np.clip(v, lo, hi)
     fv = f(v)
+    problem_scale = abs(f(np.zeros_like(v))) + abs(fv)
     eps = 1e-12 * np.maximum(hi - lo, 1e-300)
     for _ in range(max_iter):
         grad = h @ v - g
@@ -84,7 +133,7 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
             break
         steps = []
         newton = np.zeros_like(v)
-        newton[free] = np.linalg.lstsq(h[np.ix_(free, free)], -grad[free], rcond=None)[0]
+        newton[free] = _psd_solve(h[np.ix_(free, free)], -grad[free])
         steps.append((newton, 1.0))
         steepest = np.where(free, -grad, 0.0)
         curvature = float(steepest @ (h @ steepest))
@@ -96,7 +145,8 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
             for _ in range(60):
                 candidate = np.clip(v + alpha * direction, lo, hi)
                 fc = f(candidate)
-                if fc < fv:
+                # progress below rounding of the objective is no progress: stop there
+                if fc < fv - 1e-15 * (abs(fv) + problem_scale):
                     v, fv, moved = candidate, fc, True
                     break
                 alpha *= 0.5
@@ -115,21 +165,37 @@ def solve_quadratic(
     """Minimiser and minimum of a :class:`QuadraticProblem` over ``box`` (``None``: everywhere).
 
     Unconstrained: the minimum-norm solution of ``H V = g`` (pseudo-inverse by ``eigh``).
-    Boxed: that solution when it lies in the box; otherwise projected Newton
-    (:func:`_box_qp`), warm-started from ``start`` (e.g. the previous horizon's optimum)
-    or from the unconstrained solution clipped to the box.
+    Boxed: that solution when it lies in the box; otherwise a primal-dual active-set
+    solve (:func:`_active_set_qp`) checked and polished by projected Newton
+    (:func:`_box_qp`), started from the better of ``start`` (e.g. the previous horizon's
+    optimum) and the unconstrained solution clipped to the box.
     """
+    return solve_quadratic_boxes(problem, [box], [start])[0]
+
+
+def solve_quadratic_boxes(
+    problem: QuadraticProblem,
+    boxes: Sequence[tuple[np.ndarray, np.ndarray] | None],
+    starts: Sequence[np.ndarray | None] | None = None,
+) -> list[tuple[np.ndarray, float]]:
+    """:func:`solve_quadratic` for several boxes of one problem, sharing one ``eigh`` of ``H``."""
     h = (problem.h + problem.h.T) / 2
     lam, q = np.linalg.eigh(h)
     inv = np.where(lam > max(lam.max(initial=0.0), 0.0) * 1e-12 * len(lam), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-    v = q @ (inv * (q.T @ problem.g))
-    if box is None or (np.all(v >= box[0]) and np.all(v <= box[1])):
-        return v, problem.value(v)  # the unconstrained optimum (already inside the box)
-    lo, hi = box
-    candidates = [np.clip(v, lo, hi)] + ([np.clip(start, lo, hi)] if start is not None else [])
-    best = min(candidates, key=problem.value)
-    v = _box_qp(h, problem.g, lo, hi, best)
-    return v, problem.value(v)
+    free_optimum = q @ (inv * (q.T @ problem.g))
+    results = []
+    for box, start in zip(boxes, starts or [None] * len(boxes)):
+        if box is None or (np.all(free_optimum >= box[0]) and np.all(free_optimum <= box[1])):
+            results.append((free_optimum, problem.value(free_optimum)))  # already inside the box
+            continue
+        lo, hi = box
+        candidates = [np.clip(free_optimum, lo, hi)] + ([np.clip(start, lo, hi)] if start is not None else [])
+        start_v = min(candidates, key=problem.value)
+        fast = _active_set_qp(h, problem.g, lo, hi, start_v.copy())
+        # projected Newton polishes the active-set answer, or solves from the start if it cycled
+        v = _box_qp(h, problem.g, lo, hi, start_v if fast is None else min(fast, start_v, key=problem.value))
+        results.append((v, problem.value(v)))
+    return results
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -230,4 +296,5 @@ __all__ = [
     "jacobian_operator",
     "solve_cross_entropy",
     "solve_quadratic",
+    "solve_quadratic_boxes",
 ]
