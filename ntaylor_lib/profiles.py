@@ -69,6 +69,8 @@ _COMMON: dict[str, Any] = {
     "taylor_samples": 32,
     "taylor_box_scales": "1,2,4,inf",
     "taylor_box_scales_ce": "1",
+    # L-BFGS stopping tolerance of the cross-entropy optimum (relative decrease per step).
+    "taylor_ce_tol": 1e-10,
     # Learning rates: hand-picked for these models (the tuning chapter replaces them).
     **_learning_rates(ae=(0.05, 1e-3, 1e-3), cn=(0.05, 1e-3, 1e-3)),
 }
@@ -110,6 +112,12 @@ _PROFILES: dict[str, dict[str, Any]] = {
         # The iterates' box and no box (a pseudo-inverse); x2 and x4 (each a box QP per
         # scale per horizon) are left to the paper profile.
         "taylor_box_scales": "1,inf",
+        # Optima to about 1e-7 relative: far below what the charts and slopes resolve.
+        "taylor_ce_tol": 1e-7,
+        # Cross-entropy factors on every 25th round, 16 samples each (40 rounds, 640 samples
+        # by the last horizon): the L-BFGS solves scale with what is kept.
+        "taylor_round_stride": 25,
+        "taylor_samples": 16,
     },
     "paper": {
         **_COMMON,
@@ -194,6 +202,7 @@ def _check(params: Mapping[str, Any]) -> None:
     for key in ("taylor_input_stride", "taylor_round_stride", "taylor_samples", "sign_round_stride", "volume_values"):
         need(params[key] >= 1, f"{key} must be >= 1")
     need(params["taylor_ae_layer"] in (1, 2, 3, 4, 5), "taylor_ae_layer must be one of 1..5 (the output layer's H is too large)")
+    need(0 < params["taylor_ce_tol"] < 1, "taylor_ce_tol must be in (0, 1)")
     for key in ("taylor_box_scales", "taylor_box_scales_ce"):
         try:
             boxes = [float(b) for b in str(params[key]).split(",")]

@@ -359,7 +359,8 @@ class CEFactorRecorder(TaylorRecorder):
         self.thetas: list[list[torch.Tensor]] = [[] for _ in self.groups]
 
     def spec(self) -> dict[str, Any]:
-        return {**super().spec(), "stride": self.stride, "samples": self.samples, "dtype": str(self.dtype)}
+        return {**super().spec(), "stride": self.stride, "samples": self.samples, "dtype": str(self.dtype),
+                "tol": self.tol}
 
     @torch.no_grad()
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -117,7 +117,7 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
                 groups.append(Group(l, spread(int(params["taylor_neurons"]), c), False))
         box_ce = [float(b) for b in str(params["taylor_box_scales_ce"]).split(",")]
         return [CEFactorRecorder(groups, stride=params["taylor_round_stride"], samples=params["taylor_samples"],
-                                 box_scales=box_ce, solve_at_end=solve_at_end)]
+                                 box_scales=box_ce, solve_at_end=solve_at_end, tol=float(params["taylor_ce_tol"]))]
     raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
 
 
