@@ -189,6 +189,8 @@ def show(chart: alt.TopLevelMixin, name: str | None = None, save_dir: Path | Non
     """Display ``chart`` for both JupyterLab and the static book; save it as ``save_dir/name.svg``."""
     from IPython.display import display
 
+    # Legends below the panels: beside two panels they overflow the page's ~740 px column.
+    chart = chart.configure_legend(orient="bottom")
     spec = spec_of(chart)
     bundle = {
         f"application/vnd.vegalite.v{alt.SCHEMA_VERSION.lstrip('v').split('.')[0]}+json": spec,

@@ -270,7 +270,8 @@ def solve_cross_entropy(
     dtype, device = problem.offset.dtype, problem.offset.device
 
     def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad = problem.value_and_grad(torch.as_tensor(v, dtype=dtype, device=device))
+        # SciPy hands a read-only array: copy it rather than alias it as a tensor
+        value, grad = problem.value_and_grad(torch.tensor(v, dtype=dtype, device=device))
         return float(value), grad.detach().cpu().numpy().astype(np.float64)
 
     clip = (lambda v: v) if box is None else (lambda v: np.clip(v, *box))

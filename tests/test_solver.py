@@ -106,7 +106,7 @@ def test_cross_entropy_optimum_matches_scipy_and_beats_every_iterate():
         def objective(v, rounds=6):
             t = torch.as_tensor(v).requires_grad_(True)
             value = sum(f(t) for f in losses[:rounds]) / rounds
-            return float(value), torch.autograd.grad(value, t)[0].numpy()
+            return float(value.detach()), torch.autograd.grad(value, t)[0].numpy()
 
         ref = minimize(objective, thetas[-1], jac=True, method="L-BFGS-B", bounds=list(zip(thetas.min(0), thetas.max(0))),
                        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
