@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "book":
             from .book import build_book
+            from .training import run_config
+
+            for task in TASKS:  # a missing GPU or CIFAR-10 fails now, not in the middle of the book
+                run_config(params, task, "sgd")
 
             return build_book(params, parse_assignments(args.overrides), only=args.only, html=not args.no_html)
     except ParameterError as error:

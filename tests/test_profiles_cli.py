@@ -97,3 +97,11 @@ def test_core_imports_without_book_packages():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_book_command_checks_device_and_data_before_any_chapter(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("NTAYLOR_DATA", str(tmp_path))
+    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path / "out"))
+    assert main(["book", "--profile", "smoke", "--set", "convnet_dataset=cifar10"]) == 2
+    assert "cifar-10-batches-py" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "_build").exists()
