@@ -17,6 +17,7 @@ from typing import Any
 
 from .configurations import ConfigurationRecorder
 from .profiles import exploration_sgd_rates
+from .regret import taylor_recorders
 from .signed_gradient import SignedGradientRecorder
 from .store import Run, RunStore
 from .training import Recorder, run_config
@@ -31,8 +32,6 @@ def standard_recorders(task: str, params: Mapping[str, Any], taylor: bool = True
         SignedGradientRecorder(round_stride=int(params["sign_round_stride"])),
     ]
     if taylor:
-        from .regret import taylor_recorders
-
         recorders += taylor_recorders(task, params)
     return recorders
 
