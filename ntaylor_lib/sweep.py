@@ -1,0 +1,543 @@
+"""Parameter sweeps: one notebook executed with papermill over a grid of parameters.
+
+``python -m ntaylor_lib sweep CHAPTER -p NAME V1,V2 ...`` (issue 6) runs every point of
+the cartesian product in a fresh kernel, in parallel local worker processes (one per GPU
+where there are GPUs) or as tasks on an existing Dask distributed cluster, keeps each
+executed notebook, and writes one tidy table: a row per point with its parameters, its
+status, and its headline results, which are the values the notebook glued with
+``myst_nb.glue(name, value, display=False)``.
+
+Layout of a sweep's folder (default ``results/sweeps/<chapter>-<hash>/``)::
+
+    notebooks/<point>-<hash>.ipynb   each point's executed notebook (kept; failed ones too)
+    sweep.csv, sweep.json            the table; the json adds grid, base parameters, versions, times
+
+A point whose notebook exists and completed is not executed again when the sweep is
+rerun: its results are read back from the notebook. Failed points are retried. A
+failing point is reported with its parameters and does not stop the others.
+
+Book chapters take only ``profile`` and ``overrides`` in their parameters cell; a grid
+name that is not a parameter of the notebook goes into ``overrides`` (a profile key,
+DESIGN.md section 5), and every point is validated with :func:`get_profile` before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .profiles import DEFAULT_PROFILE, ParameterError, get_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+BASE_COLUMNS = ("status", "error", "seconds", "notebook", "reused")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep.
+
+    Attributes:
+        index: position in the grid (rows come back in this order).
+        parameters: the grid point as given (the table's parameter columns).
+        notebook_parameters: what papermill injects (grid names that are not parameters
+            of the notebook folded into ``overrides``), base parameters included.
+        notebook: where the executed notebook is kept.
+    """
+
+    index: int
+    parameters: dict[str, Any]
+    notebook_parameters: dict[str, Any] = field(default_factory=dict)
+    notebook: str = ""
+
+
+# --- the grid -------------------------------------------------------------------------
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A command-line value as bool (``true``/``false``), int, float, or else str."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _profile_keys() -> list[str]:
+    return sorted(k for k in get_profile(DEFAULT_PROFILE) if k != "profile")
+
+
+def parse_grid(specs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``[(name, "v1,v2,..."), ...]``, values typed.
+
+    A profile key's values are converted to that key's type and checked exactly as
+    ``--set`` does (:func:`ntaylor_lib.profiles.get_profile`); other values become bool,
+    int, float or str (:func:`parse_value`).
+
+    Example:
+        ``parse_grid([("lr", "0.1,0.01"), ("optimizer", "sgd,adam")])`` gives four
+        points, ``{"lr": 0.1, "optimizer": "sgd"}`` first, the last name varying fastest.
+
+    Raises:
+        ParameterError: a repeated name, an empty value, or a bad value of a profile key.
+    """
+    keys = set(_profile_keys())
+    axes: list[list[tuple[str, Any]]] = []
+    seen: set[str] = set()
+    for name, values in specs:
+        name = name.strip()
+        if not name or name in seen:
+            raise ParameterError(f"sweep parameter {name!r} is empty or given twice; give each name once: -p NAME V1,V2")
+        seen.add(name)
+        texts = [v.strip() for v in str(values).split(",")]
+        if not all(texts):
+            raise ParameterError(f"sweep parameter {name!r}: empty value in {values!r}; write -p {name} V1,V2,...")
+        if name in keys:
+            axis = [(name, get_profile(DEFAULT_PROFILE, {name: t})[name]) for t in texts]
+        else:
+            axis = [(name, parse_value(t)) for t in texts]
+        axes.append(axis)
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+# --- the notebook -----------------------------------------------------------------------
+
+def chapter_stems() -> list[str]:
+    """The book's notebooks, by file stem (what ``sweep CHAPTER`` accepts)."""
+    from .book import is_notebook
+
+    return sorted(p.stem for p in BOOK.glob("*.md") if is_notebook(p))
+
+
+def resolve_chapter(chapter: str | Path) -> Path:
+    """A book chapter's stem (``figure5``) or a path to a Jupytext ``.md`` / ``.ipynb`` notebook."""
+    path = Path(chapter)
+    if path.suffix in (".md", ".ipynb") and path.is_file():
+        return path.resolve()
+    if (BOOK / f"{path.name}.md").is_file() and path.name in chapter_stems():
+        return BOOK / f"{path.name}.md"
+    raise ParameterError(
+        f"unknown chapter {str(chapter)!r}; give a path to a .md or .ipynb notebook, or one of: {', '.join(chapter_stems())}"
+    )
+
+
+def read_notebook(path: Path) -> Any:
+    """The notebook at ``path`` (Jupytext MyST Markdown or ``.ipynb``) as an nbformat node."""
+    import jupytext
+
+    return jupytext.read(path)
+
+
+def parameter_defaults(notebook: Any) -> dict[str, Any]:
+    """Names assigned in the notebook's ``parameters`` cell, with their literal defaults (None if not literal)."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            out: dict[str, Any] = {}
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        try:
+                            out[target.id] = ast.literal_eval(node.value) if node.value is not None else None
+                        except ValueError:
+                            out[target.id] = None
+            return out
+    return {}
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def _slug(parameters: Mapping[str, Any]) -> str:
+    text = ",".join(f"{k}={v}" for k, v in _flatten(parameters).items())
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:80] or "point"
+
+
+def plan_points(
+    source: Path,
+    grid: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    base_parameters: Mapping[str, Any] | None = None,
+) -> list[SweepPoint]:
+    """Each grid point's papermill parameters and notebook path, validated before anything runs.
+
+    A name that is a parameter of the notebook is injected as is; any other name goes into
+    the notebook's ``overrides`` parameter when it has one. Where the notebook takes
+    ``profile`` and ``overrides`` (every book chapter), each point's overrides are checked
+    with :func:`get_profile` at the point's profile.
+
+    Raises:
+        ParameterError: a name the notebook cannot take (the valid names listed), or a bad value.
+    """
+    defaults = parameter_defaults(read_notebook(source))
+    profiled = {"profile", "overrides"} <= set(defaults)
+    keys = _profile_keys() if profiled else []
+    points = []
+    for index, point in enumerate(grid):
+        merged = {**dict(base_parameters or {}), **dict(point)}
+        injected: dict[str, Any] = {}
+        overrides: dict[str, Any] = {}
+        for name, value in merged.items():
+            if name == "overrides" and "overrides" in defaults:
+                overrides.update(dict(value or {}))
+            elif name in defaults:
+                injected[name] = value
+            elif "overrides" in defaults and (not profiled or name in keys):
+                overrides[name] = value
+            else:
+                valid = ", ".join(sorted(defaults)) or "(no parameters cell)"
+                more = f"; or a profile key: {', '.join(keys)}" if profiled else ""
+                raise ParameterError(f"{name!r} is not a parameter of {source.name}: its parameters are {valid}{more}")
+        if overrides or "overrides" in merged:
+            injected["overrides"] = overrides
+        if profiled:
+            profile = injected.get("profile", defaults.get("profile") or DEFAULT_PROFILE)
+            get_profile(str(profile), overrides)
+        name = f"{_slug(point)}-{_digest(injected)}.ipynb"
+        points.append(SweepPoint(index, dict(point), injected, str(out_dir / "notebooks" / name)))
+    return points
+
+
+# --- one point ---------------------------------------------------------------------------
+
+def _parse_glued(text: str) -> Any:
+    """A glued value's text/plain back to a Python value: numbers as int/float where possible."""
+    text = text.strip()
+    numpy_scalar = re.fullmatch(r"np\.\w+\((.*)\)", text)
+    if numpy_scalar:
+        text = numpy_scalar.group(1)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = text
+    if isinstance(value, str):
+        parsed = parse_value(value)
+        return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+    return value if isinstance(value, (bool, int, float)) or value is None else text
+
+
+def glued_values(notebook: Any) -> dict[str, Any]:
+    """Every ``myst_nb.glue`` value of an executed notebook (display_data with ``scrapbook`` metadata)."""
+    values: dict[str, Any] = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            scrap = output.get("metadata", {}).get("scrapbook", {})
+            key = scrap.get("mime_prefix", "") + "text/plain"
+            if "name" in scrap and key in output.get("data", {}):
+                values[scrap["name"]] = _parse_glued(output["data"][key])
+    return values
+
+
+def _row(point: SweepPoint, status: str, error: str, seconds: float, reused: bool, glued: Mapping[str, Any]) -> dict[str, Any]:
+    row = {**_flatten(point.parameters), "status": status, "error": error, "seconds": round(seconds, 3),
+           "notebook": point.notebook, "reused": reused}
+    for name, value in glued.items():
+        row[name if name not in row else f"glued_{name}"] = value
+    return row
+
+
+def completed_row(point: SweepPoint) -> dict[str, Any] | None:
+    """The row of a point whose notebook exists and ran to the end without error, else None."""
+    import nbformat
+
+    path = Path(point.notebook)
+    if not path.is_file():
+        return None
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:  # a notebook cut off mid-write: run the point again
+        return None
+    meta = notebook.metadata.get("papermill", {})
+    if meta.get("exception") or not meta.get("end_time") or meta.get("parameters") != point.notebook_parameters:
+        return None
+    return _row(point, "ok", "", float(meta.get("duration") or 0.0), True, glued_values(notebook))
+
+
+def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: str | None = None) -> dict[str, Any]:
+    """Execute one point in a fresh kernel with papermill and return its row; never raises.
+
+    Args:
+        point: the point (its notebook path is where the executed notebook goes).
+        source: the notebook as nbformat JSON text (so a remote worker needs no copy of it).
+        cwd: the kernel's working folder (the chapter's folder), if it exists here.
+        gpu: ``CUDA_VISIBLE_DEVICES`` for the kernel, or None to leave the environment as is.
+
+    Returns:
+        The row: parameters, ``status`` ok or failed, ``error``, ``seconds``, ``notebook``, glued values.
+    """
+    import nbformat
+    import papermill
+
+    output = Path(point.notebook)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    status, error = "ok", ""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # the kernel inherits it
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            papermill.execute_notebook(
+                nbformat.reads(source, as_version=4), str(output), parameters=dict(point.notebook_parameters),
+                kernel_name="python3", cwd=cwd if cwd and Path(cwd).is_dir() else None, progress_bar=False,
+            )
+    except papermill.PapermillExecutionError as exc:
+        status, error = "failed", f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # a kernel that died, a notebook that cannot be written, ...
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        if gpu is not None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES") if saved is None else os.environ.__setitem__("CUDA_VISIBLE_DEVICES", saved)
+    seconds = time.perf_counter() - started
+    glued: dict[str, Any] = {}
+    if output.is_file():
+        try:
+            notebook = nbformat.read(output, as_version=4)
+            # papermill records an in-memory input as the whole notebook: name the chapter instead
+            notebook.metadata.setdefault("papermill", {})["input_path"] = notebook.metadata.get("ntaylor_source", "")
+            nbformat.write(notebook, output)
+            if status == "ok":
+                glued = glued_values(notebook)
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+    return _row(point, status, error, seconds, False, glued)
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` where set, else every CUDA device."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+_WORKER_GPU: str | None = None
+
+
+def _init_worker(gpus: Any) -> None:
+    """Pool initializer: take one GPU id for this worker process (None where there are none)."""
+    global _WORKER_GPU
+    _WORKER_GPU = gpus.get() if gpus is not None else None
+
+
+def _execute_in_worker(point: SweepPoint, source: str, cwd: str | None) -> dict[str, Any]:
+    return execute_point(point, source, cwd, _WORKER_GPU)
+
+
+def _run_local(points: Sequence[SweepPoint], source: str, cwd: str | None, workers: int, gpus: Sequence[str]) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+    if not points:
+        return
+    workers = min(workers, len(points))
+    if workers == 1:
+        for point in points:
+            yield point, execute_point(point, source, cwd, gpus[0] if gpus else None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with contextlib.ExitStack() as stack:
+        queue = None
+        if gpus:  # one GPU per worker process, round robin when there are more workers than GPUs
+            queue = stack.enter_context(context.Manager()).Queue()
+            for i in range(workers):
+                queue.put(gpus[i % len(gpus)])
+        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue,)))
+        futures = {pool.submit(_execute_in_worker, p, source, cwd): p for p in points}
+        try:
+            for future in as_completed(futures):
+                point = futures[future]
+                try:
+                    yield point, future.result()
+                except Exception as exc:  # the worker process died
+                    yield point, _row(point, "failed", f"{type(exc).__name__}: {exc}", 0.0, False, {})
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, scheduler: str) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ParameterError("--scheduler needs dask distributed: bash scripts/setup.sh installs it (requirements.txt)") from None
+    try:
+        client = Client(scheduler, timeout="20s")
+    except OSError as exc:
+        raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one with `dask scheduler`") from None
+    if not points:
+        client.close()
+        return
+    try:
+        futures = {client.submit(execute_point, p, source, cwd, None, pure=False): p for p in points}
+        for future in as_completed(list(futures)):
+            point = futures[future]
+            try:
+                yield point, future.result()
+            except Exception as exc:  # the worker died, or could not import ntaylor_lib
+                yield point, _row(point, "failed", f"{type(exc).__name__}: {exc}", 0.0, False, {})
+    finally:
+        client.close()
+
+
+# --- the sweep --------------------------------------------------------------------------------
+
+def default_out_dir(source: Path, grid: Sequence[Mapping[str, Any]], base_parameters: Mapping[str, Any] | None) -> Path:
+    """``results/sweeps/<chapter>-<hash of chapter, grid and base parameters>`` under the results root."""
+    from .store import default_results_root
+
+    digest = _digest({"chapter": str(source), "grid": list(grid), "base": dict(base_parameters or {})})
+    return default_results_root() / "sweeps" / f"{source.stem}-{digest}"
+
+
+def _versions(scheduler: str | None) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .store import git_commit
+
+    out = {"ntaylor_lib": __version__, "python": platform.python_version(), "platform": platform.platform(),
+           "git_commit": git_commit()}
+    for package in ("papermill", "nbclient", "jupytext", "myst-nb", "torch") + (("dask", "distributed") if scheduler else ()):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path, meta: Mapping[str, Any]) -> Path:
+    """Write ``sweep.csv`` (one row per point, every column) and ``sweep.json`` (``meta`` plus rows)."""
+    from .store import atomic_save_json, atomic_write_bytes
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out_dir / "sweep.csv", buffer.getvalue().encode())
+    atomic_save_json({**meta, "columns": columns, "rows": list(rows)}, out_dir / "sweep.json")
+    return out_dir / "sweep.csv"
+
+
+def run_sweep(
+    chapter: str | Path,
+    grid: Sequence[Mapping[str, Any]],
+    out_dir: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    base_parameters: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Execute ``chapter`` once per grid point with papermill and return the tidy table.
+
+    Args:
+        chapter: a book chapter's file stem (``"figure5"``) or a path to a Jupytext ``.md`` or ``.ipynb`` notebook.
+        grid: one dict of notebook parameters per point (see :func:`parse_grid`); names that are
+            not parameters of the notebook go into its ``overrides``.
+        out_dir: where notebooks and the table go (default ``results/sweeps/<chapter>-<hash>/``
+            under ``$NTAYLOR_RESULTS`` or ``results/``).
+        workers: local worker processes, each running one point at a time in its own kernel
+            (None: one per GPU where there are GPUs, else 1). Each worker pins one GPU with
+            ``CUDA_VISIBLE_DEVICES``.
+        scheduler: address of a Dask distributed scheduler (``tcp://host:8786``); when given,
+            every point is a task on that cluster instead of a local worker.
+        base_parameters: passed to every point, e.g. ``{"profile": "smoke"}``.
+        progress: show a progress bar over points.
+
+    Returns:
+        One row per point, in grid order: its parameters (one column each), ``status``
+        (``ok``/``failed``), ``error`` (exception name and message), ``seconds``,
+        ``notebook``, ``reused`` (read back from an earlier run), and every glued value.
+        Also written to ``out_dir/sweep.csv`` and ``out_dir/sweep.json``.
+
+    Raises:
+        ParameterError: an unknown chapter, a parameter the notebook cannot take, a bad
+            value, or an unreachable scheduler, before any point runs.
+    """
+    from tqdm import tqdm
+
+    source = resolve_chapter(chapter)
+    grid = [dict(p) for p in grid]
+    if not grid:
+        raise ParameterError("the sweep's grid is empty: give at least one -p NAME V1,V2")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(source, grid, base_parameters)
+    points = plan_points(source, grid, out, base_parameters)
+    gpus = visible_gpus()
+    if workers is None:
+        workers = max(1, len(gpus))
+    if workers < 1:
+        raise ParameterError(f"workers={workers} must be >= 1")
+    notebook = read_notebook(source)
+    notebook.metadata["ntaylor_source"] = str(source)
+    text = json.dumps(notebook)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    rows: dict[int, dict[str, Any]] = {}
+    todo = []
+    for point in points:
+        done = completed_row(point)
+        if done is None:
+            todo.append(point)
+        else:
+            rows[point.index] = done
+    where = f"on {scheduler}" if scheduler else f"with {workers} local worker{'s' * (workers > 1)}"
+    print(f"[sweep] {source.stem}: {len(points)} point{'s' * (len(points) > 1)}, {len(rows)} already done, {len(todo)} to run {where}", file=sys.stderr)
+    bar = tqdm(total=len(points), initial=len(rows), desc=f"sweep {source.stem}", unit="point", disable=not progress, file=sys.stderr)
+    runner = _run_dask(todo, text, str(source.parent), scheduler) if scheduler else _run_local(todo, text, str(source.parent), workers, gpus)
+    try:
+        for point, row in runner:
+            rows[point.index] = row
+            if row["status"] != "ok":
+                shown = ", ".join(f"{k}={v!r}" for k, v in point.parameters.items())
+                tqdm.write(f"[sweep] point {point.index} ({shown}) failed: {row['error']}; notebook {point.notebook}", file=sys.stderr)
+            bar.update(1)
+    finally:
+        bar.close()
+    table = [rows[p.index] for p in points]
+    meta = {
+        "chapter": str(source), "grid": grid, "base_parameters": dict(base_parameters or {}),
+        "points": [asdict(p) for p in points], "workers": None if scheduler else workers, "scheduler": scheduler,
+        "started": started, "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions(scheduler),
+    }
+    write_table(table, out, meta)
+    return table
