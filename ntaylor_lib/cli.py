@@ -1,4 +1,4 @@
-"""Command line: ``python -m ntaylor_lib {data,run,book} ...`` (``--help`` on each)."""
+"""Command line: ``python -m ntaylor_lib {data,run,book,sweep} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_options(book)
     book.add_argument("--only", action="append", default=[], metavar="CHAPTER", help="execute only these chapters (file stems); others keep their last execution")
     book.add_argument("--no-html", action="store_true", help="execute the chapters but skip the HTML build")
+
+    sweep = sub.add_parser("sweep", help="execute one chapter over a grid of parameters with papermill, in parallel; one table of results")
+    sweep.add_argument("chapter", help="a chapter's file stem in book/ (e.g. shattered_gradients), or a path to a .md/.ipynb notebook")
+    sweep.add_argument("-p", "--param", dest="grid", action="append", nargs=2, default=[], metavar=("NAME", "V1,V2"),
+                       help="a parameter and its comma-separated values (repeatable; the grid is their product)")
+    sweep.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILE_NAMES)} (default: the chapter's own, {DEFAULT_PROFILE})")
+    sweep.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per GPU, else 1)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask distributed scheduler (tcp://host:8786) to run the points on")
+    sweep.add_argument("--out", type=Path, default=None, help="folder for the notebooks and the table (default results/sweeps/<chapter>-<hash>)")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -58,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.cifar10:
                 prepare_cifar10(root)
             return 0
+        if args.command == "sweep":
+            from .sweep import parse_grid, run_sweep
+
+            if not args.grid:
+                raise ParameterError("give at least one -p NAME V1,V2 to sweep over")
+            base = {"profile": args.profile} if args.profile else {}
+            rows = run_sweep(args.chapter, parse_grid(args.grid), out_dir=args.out, workers=args.workers,
+                             scheduler=args.scheduler, base_parameters=base, progress=not args.no_progress)
+            failed = sum(row["status"] != "ok" for row in rows)
+            print(f"{len(rows) - failed} of {len(rows)} points ok" + (f", {failed} failed" if failed else ""))
+            print(Path(rows[0]["notebook"]).parent.parent / "sweep.csv")
+            return 1 if failed else 0
         from .profiles import get_profile, parse_assignments
 
         params = get_profile(args.profile, parse_assignments(args.overrides))
