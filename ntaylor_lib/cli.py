@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             from .book import build_book
             from .training import run_config
 
+            # The tuning chapter runs first and stores the tuned rates; only when it will not
+            # run does a missing tuning fail here (run_config names the fix).
+            tuning_first = not args.only or "lr_tuning" in args.only
             for task in TASKS:  # a missing GPU or CIFAR-10 fails now, not in the middle of the book
-                run_config(params, task, "sgd")
+                run_config(params, task, "sgd", lr=1.0 if tuning_first else None)
 
             return build_book(params, parse_assignments(args.overrides), only=args.only, html=not args.no_html)
     except ParameterError as error:

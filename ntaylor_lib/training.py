@@ -101,20 +101,28 @@ def run_config(
 
     Args:
         params: from :func:`ntaylor_lib.profiles.get_profile`.
-        lr: overrides the profile's learning rate for this optimizer.
+        lr: overrides the profile's learning rate for this optimizer. Without it the rate
+            is :func:`ntaylor_lib.tuning.learning_rate`'s: the profile's ``lr_<task>_<optimizer>``
+            when ``lr_source`` is ``fixed`` or that key was set explicitly, else the tuning
+            chapter's stored pick (a missing tuning raises :class:`ParameterError` naming the fix).
         check_data: fail now (not mid-book) when a CIFAR-10 run lacks CIFAR-10 data.
     """
     if task not in TASKS:
         raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
     if optimizer not in OPTIMIZERS:
         raise ParameterError(f"optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if lr is None:
+        # Imported here: tuning builds on the run store, which imports this module.
+        from .tuning import learning_rate
+
+        lr = learning_rate(params, task, optimizer)
     dataset = params["convnet_dataset"] if task == "convnet" else "mnist"
     if check_data and dataset == "cifar10" and not cifar10_ready():
         raise ParameterError(cifar10_missing_message())
     return RunConfig(
         task=task,
         optimizer=optimizer,
-        lr=float(params[f"lr_{task}_{optimizer}"] if lr is None else lr),
+        lr=float(lr),
         epochs=int(params["epochs"]),
         batch_size=int(params[f"batch_{task}"]),
         train_size=int(params["train_size"]),
