@@ -179,8 +179,8 @@ def _digest(obj: Any, n: int = 10) -> str:
 
 
 def _slug(parameters: Mapping[str, Any]) -> str:
-    text = ",".join(f"{k}={v}" for k, v in _flatten(parameters).items())
-    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)[:80] or "point"
+    text = "__".join(f"{k}={v}" for k, v in _flatten(parameters).items())
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", text)[:80] or "point"
 
 
 def plan_points(
@@ -306,11 +306,10 @@ def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: s
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # the kernel inherits it
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            papermill.execute_notebook(
-                nbformat.reads(source, as_version=4), str(output), parameters=dict(point.notebook_parameters),
-                kernel_name="python3", cwd=cwd if cwd and Path(cwd).is_dir() else None, progress_bar=False,
-            )
+        papermill.execute_notebook(
+            nbformat.reads(source, as_version=4), str(output), parameters=dict(point.notebook_parameters),
+            kernel_name="python3", cwd=cwd if cwd and Path(cwd).is_dir() else None, progress_bar=False,
+        )
     except papermill.PapermillExecutionError as exc:
         status, error = "failed", f"{exc.ename}: {exc.evalue}"
     except Exception as exc:  # a kernel that died, a notebook that cannot be written, ...
@@ -393,18 +392,21 @@ def _run_local(points: Sequence[SweepPoint], source: str, cwd: str | None, worke
             raise
 
 
-def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, scheduler: str) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+def connect(scheduler: str) -> Any:
+    """A ``distributed.Client`` on the scheduler at ``scheduler`` (``tcp://host:8786``)."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise ParameterError("--scheduler needs dask distributed: bash scripts/setup.sh installs it (requirements.txt)") from None
     try:
-        client = Client(scheduler, timeout="20s")
-    except OSError as exc:
+        return Client(scheduler, timeout="20s")
+    except (OSError, ValueError) as exc:
         raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one with `dask scheduler`") from None
-    if not points:
-        client.close()
-        return
+
+
+def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, client: Any) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+    from distributed import as_completed
+
     try:
         futures = {client.submit(execute_point, p, source, cwd, None, pure=False): p for p in points}
         for future in as_completed(list(futures)):
@@ -500,7 +502,7 @@ def run_sweep(
     grid = [dict(p) for p in grid]
     if not grid:
         raise ParameterError("the sweep's grid is empty: give at least one -p NAME V1,V2")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(source, grid, base_parameters)
+    out = Path(out_dir).resolve() if out_dir is not None else default_out_dir(source, grid, base_parameters).resolve()
     points = plan_points(source, grid, out, base_parameters)
     gpus = visible_gpus()
     if workers is None:
@@ -520,10 +522,10 @@ def run_sweep(
             todo.append(point)
         else:
             rows[point.index] = done
+    runner = _run_dask(todo, text, str(source.parent), connect(scheduler)) if scheduler else _run_local(todo, text, str(source.parent), workers, gpus)
     where = f"on {scheduler}" if scheduler else f"with {workers} local worker{'s' * (workers > 1)}"
     print(f"[sweep] {source.stem}: {len(points)} point{'s' * (len(points) > 1)}, {len(rows)} already done, {len(todo)} to run {where}", file=sys.stderr)
     bar = tqdm(total=len(points), initial=len(rows), desc=f"sweep {source.stem}", unit="point", disable=not progress, file=sys.stderr)
-    runner = _run_dask(todo, text, str(source.parent), scheduler) if scheduler else _run_local(todo, text, str(source.parent), workers, gpus)
     try:
         for point, row in runner:
             rows[point.index] = row

@@ -39,8 +39,11 @@ TINY = textwrap.dedent('''\
     ```
 
     ```{code-cell} ipython3
+    import os
+
     from myst_nb import glue
 
+    glue("gpu", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), display=False)
     with open("runs.log", "a") as log:
         print(f"{x} {y}", file=log)
     if x < 0:
@@ -73,10 +76,11 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_sweep(tiny):
-    """The tiny grid through the command line, two local worker processes."""
+    """The tiny grid through the command line, as on a machine with GPUs 3 and 5: two local workers."""
     out = tiny.parent / "local"
-    code, stdout, stderr = _main(["sweep", str(tiny), "-p", "x", X, "-p", "y", Y, "--workers", "2",
-                                  "--out", str(out), "--no-progress"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+        code, stdout, stderr = _main(["sweep", str(tiny), "-p", "x", X, "-p", "y", Y, "--out", str(out), "--no-progress"])
     return code, stdout, stderr, out
 
 
@@ -118,6 +122,8 @@ def test_local_sweep_table_failures_and_exit_code(local_sweep):
         table = list(csv.DictReader(handle))
     assert [t["status"] for t in table] == [r["status"] for r in rows]
     assert float(table[1]["product"]) == 1.0
+    # One worker per GPU by default, and each kernel sees its worker's GPU only.
+    assert {r["gpu"] for r in rows if r["status"] == "ok"} <= {3, 5}
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["workers"] == 2 and meta["versions"]["papermill"] and meta["started"] <= meta["ended"]
     assert len(meta["grid"]) == 4
@@ -128,7 +134,7 @@ def test_rerun_skips_done_points_and_retries_failed(tiny, local_sweep):
     before = _runs(tiny.parent)
     assert sorted(before) == sorted(["2 4", "2 0.5", "-1 4", "-1 0.5"])
     first = json.loads((out / "sweep.json").read_text())["rows"]
-    rows = run_sweep(tiny, parse_grid([("x", X), ("y", Y)]), out_dir=out, workers=2, progress=False)
+    rows = run_sweep(tiny, parse_grid([("x", X), ("y", Y)]), out_dir=out, workers=1, progress=False)  # in this process
     # Only the two failed points ran again.
     assert sorted(_runs(tiny.parent)[len(before):]) == ["-1 0.5", "-1 4"]
     for old, new in zip(first, rows):
