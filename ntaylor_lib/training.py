@@ -234,6 +234,19 @@ def _record_evals(history: History, config: RunConfig, model: ReluNet, data: Tas
             history.evals.setdefault(f"{prefix}_{name}", []).append(value)
 
 
+class _NoBar:
+    """Stands in for ``tqdm`` where it is not installed: no bar, same calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def train(
     config: RunConfig,
     recorders: Sequence[Recorder] = (),
@@ -257,7 +270,10 @@ def train(
         The trained model and its :class:`History`; ``status`` is ``diverged`` when the
         loss became NaN or infinite (the history then stops at the last finite round).
     """
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a bare GPU machine: train without a progress bar
+        tqdm = _NoBar
 
     device = torch.device(config.device)
     if data is None:
