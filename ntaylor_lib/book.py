@@ -5,6 +5,12 @@ to ``.ipynb``, executed with papermill at a profile (its ``parameters`` cell tak
 ``profile`` and ``overrides``), and written to ``_build/executed/``. The HTML is then
 built from a staged copy of the book (``_build/stage``) in which every chapter is its executed notebook,
 with execution off, so nothing runs twice. Chapters share runs through the run store.
+
+Pages that summarise other chapters (the front page and the claims page read the verdicts
+the chapters record) say so in their front matter with ``ntaylor: {execute: last}``; they are
+executed after every other chapter, in ``_toc.yml`` order among themselves, whatever their
+place in the table of contents (:func:`execution_order`), and again whenever another chapter
+is, so that ``book --only figure4`` also refreshes the verdicts they show.
 """
 
 from __future__ import annotations
@@ -49,6 +55,28 @@ def is_notebook(path: Path) -> bool:
     """A MyST Markdown file is a notebook when its front matter names a kernel."""
     head = path.read_text().split("\n---", 1)[0]
     return path.suffix == ".md" and head.startswith("---") and "kernelspec:" in head
+
+
+def front_matter(path: Path) -> dict[str, Any]:
+    """The YAML front matter of a MyST Markdown file (empty when it has none)."""
+    import yaml
+
+    text = path.read_text()
+    if not text.startswith("---"):
+        return {}
+    head = text[3:].split("\n---", 1)[0]
+    return yaml.safe_load(head) or {}
+
+
+def executes_last(path: Path) -> bool:
+    """Whether a page summarises the others: front matter ``ntaylor: {execute: last}``."""
+    return (front_matter(path).get("ntaylor") or {}).get("execute") == "last"
+
+
+def execution_order(notebooks: Sequence[str], root: Path = ROOT) -> list[str]:
+    """``notebooks`` in execution order: those flagged ``ntaylor: {execute: last}`` after all others."""
+    last = [n for n in notebooks if executes_last(root / f"{n}.md")]
+    return [n for n in notebooks if n not in last] + last
 
 
 def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -> float:
@@ -140,9 +168,10 @@ def build_book(
     notebooks = [f for f in files if is_notebook(ROOT / f"{f}.md")]
     parameters = {"profile": params["profile"], "overrides": dict(overrides)}
     timings = {}
-    for name in notebooks:
+    for name in execution_order(notebooks):
         stem = Path(name).name
-        if only and stem not in only and (executed / f"{name}.ipynb").is_file():
+        summary_stale = bool(timings) and executes_last(ROOT / f"{name}.md")  # a chapter it reads just ran
+        if only and stem not in only and (executed / f"{name}.ipynb").is_file() and not summary_stale:
             continue
         print(f"[book] executing {name} at profile {params['profile']} ...", flush=True)
         try:

@@ -248,7 +248,8 @@ def record(result: ClaimResult, profile: str, params: Mapping[str, Any] | None =
     claim = CLAIMS[result.claim]
     payload = {
         "format": RECORD_FORMAT, "claim": result.claim, "statement": claim.statement, "chapter": claim.chapter,
-        "verdict": result.verdict, "reason": result.reason, "rule": result.rule, "numbers": result.numbers,
+        "verdict": result.verdict, "reason": result.reason, "rule": result.rule,
+        "numbers": [[k, v] for k, v in result.numbers.items()],  # pairs: JSON keeps their order
         "profile": profile, "overrides": dict(overrides or {}), "params": dict(params or {}),
         "provenance": {**environment("cpu"), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
@@ -273,7 +274,10 @@ def _read(claim: Claim, profile: str, overrides: Mapping[str, Any], root: Path |
         return ClaimRow(claim, _unmeasurable(claim.id, not_run))
     try:
         data = json.loads(path.read_text())
-        result = ClaimResult(claim.id, data["verdict"], dict(data["numbers"]), data["rule"], data.get("reason"))
+        if data.get("format") != RECORD_FORMAT:
+            raise ValueError(f"record format {data.get('format')}, this library reads {RECORD_FORMAT}")
+        numbers = {str(k): v for k, v in data["numbers"]}
+        result = ClaimResult(claim.id, data["verdict"], numbers, data["rule"], data.get("reason"))
         if data["profile"] != profile or data["claim"] != claim.id:
             return ClaimRow(claim, _unmeasurable(claim.id, f"{not_run} (the record at {path} says profile "
                                                            f"{data['profile']}, claim {data['claim']})"))
@@ -330,7 +334,7 @@ def html_table(rows: Sequence[ClaimRow], compact: bool = False) -> str:
             numbers = "<br>".join(f"{escape(k)}: {escape(format_number(v))}" for k, v in r.numbers.items())
             cells += [escape(r.rule), f"<small>{numbers or '–'}</small>"]
         cells += [verdict, f'<a href="{link}">{escape(row.claim.title)}</a>']
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        body.append("<tr>" + "".join(f'<td style="vertical-align:top">{c}</td>' for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return (f'<table class="ntaylor-table ntaylor-claims"><thead><tr>{header}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')

@@ -116,6 +116,7 @@ def test_record_table_round_trip_per_profile(tmp_path):
     rows = {r.claim.id: r for r in claims.table("smoke", root=tmp_path)}
     assert list(rows) == [f"C{i}" for i in range(1, 8)]
     assert rows["C3"].result == result and rows["C3"].provenance["recorded_at"]
+    assert list(rows["C3"].result.numbers) == list(result.numbers)  # the rule's order, not sorted
     # Every other claim: its chapter has not run at this profile.
     assert rows["C1"].result.verdict == NOT_MEASURABLE
     assert rows["C1"].result.reason == "chapter book/theorem2 has not been executed at profile smoke"
@@ -133,6 +134,8 @@ def test_a_record_claiming_another_profile_is_ignored(tmp_path):
     moved.write_text(path.read_text())  # a cpu record copied into the smoke folder
     row = claims.table("smoke", root=tmp_path)[3]
     assert row.claim.id == "C4" and row.result.verdict == NOT_MEASURABLE and "says profile cpu" in row.result.reason
+    moved.write_text(json.dumps({**json.loads(path.read_text()), "profile": "smoke", "format": 0}))
+    assert "record format 0" in claims.table("smoke", root=tmp_path)[3].result.reason
     moved.write_text("{not json")
     assert "cannot be read" in claims.table("smoke", root=tmp_path)[3].result.reason
 
@@ -162,3 +165,29 @@ def test_summary_pages_execute_after_every_other_chapter():
     # The flag, not the position, decides: a flagged page first in the list still runs last.
     assert book.execution_order(["book/claims", "book/figure5", "book/theorem2"]) == \
         ["book/figure5", "book/theorem2", "book/claims"]
+
+
+def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkeypatch):
+    """``book`` executes intro and claims after the chapters; ``--only figure4`` re-executes them too."""
+    from ntaylor_lib.profiles import get_profile
+
+    calls = []
+
+    def fake_execute(source, parameters, output):
+        calls.append(source.relative_to(ROOT).with_suffix("").as_posix())
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(book, "execute_chapter", fake_execute)
+    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
+    smoke = get_profile("smoke")
+    assert book.build_book(smoke, {}, html=False) == 0
+    notebooks = [f for f in book.toc_files() if book.is_notebook(ROOT / f"{f}.md")]
+    assert sorted(calls) == sorted(notebooks) and calls[-2:] == ["book/intro", "book/claims"]
+    calls.clear()
+    assert book.build_book(smoke, {}, only=["figure4"], html=False) == 0
+    assert calls == ["book/figure4", "book/intro", "book/claims"]
+    calls.clear()
+    assert book.build_book(smoke, {}, only=["claims"], html=False) == 0
+    assert calls == ["book/claims"]
