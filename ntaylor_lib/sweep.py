@@ -209,7 +209,9 @@ def plan_points(
         overrides: dict[str, Any] = {}
         for name, value in merged.items():
             if name == "overrides" and "overrides" in defaults:
-                overrides.update(dict(value or {}))
+                if not isinstance(value, Mapping):
+                    raise ParameterError(f"overrides must be a mapping of profile keys, got {value!r}; sweep a key with -p KEY V1,V2")
+                overrides.update(value)
             elif name in defaults:
                 injected[name] = value
             elif "overrides" in defaults and (not profiled or name in keys):
@@ -360,7 +362,10 @@ def _execute_in_worker(point: SweepPoint, source: str, cwd: str | None) -> dict[
     return execute_point(point, source, cwd, _WORKER_GPU)
 
 
-def _run_local(points: Sequence[SweepPoint], source: str, cwd: str | None, workers: int, gpus: Sequence[str]) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+def _run_local(
+    points: Sequence[SweepPoint], source: str, cwd: str | None, workers: int, gpus: Sequence[str]
+) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+    """Run ``points`` in this process (one worker) or in a pool of spawned processes; yield rows as they finish."""
     if not points:
         return
     workers = min(workers, len(points))
@@ -405,6 +410,7 @@ def connect(scheduler: str) -> Any:
 
 
 def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, client: Any) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+    """Submit one task per point to the cluster behind ``client``; yield rows as they finish, then close it."""
     from distributed import as_completed
 
     try:
@@ -488,9 +494,11 @@ def run_sweep(
 
     Returns:
         One row per point, in grid order: its parameters (one column each), ``status``
-        (``ok``/``failed``), ``error`` (exception name and message), ``seconds``,
+        (``ok`` or ``failed``), ``error`` (exception name and message), ``seconds``,
         ``notebook``, ``reused`` (read back from an earlier run), and every glued value.
-        Also written to ``out_dir/sweep.csv`` and ``out_dir/sweep.json``.
+        Also written to ``out_dir/sweep.csv`` and ``out_dir/sweep.json``, after every
+        point while the sweep runs (the points not yet done marked ``pending``, ``ended``
+        null) and once more at the end.
 
     Raises:
         ParameterError: an unknown chapter, a parameter the notebook cannot take, a bad
@@ -522,10 +530,19 @@ def run_sweep(
             todo.append(point)
         else:
             rows[point.index] = done
-    runner = _run_dask(todo, text, str(source.parent), connect(scheduler)) if scheduler else _run_local(todo, text, str(source.parent), workers, gpus)
-    where = f"on {scheduler}" if scheduler else f"with {workers} local worker{'s' * (workers > 1)}"
-    print(f"[sweep] {source.stem}: {len(points)} point{'s' * (len(points) > 1)}, {len(rows)} already done, {len(todo)} to run {where}", file=sys.stderr)
+    cwd = str(source.parent)
+    if scheduler:
+        runner, where = _run_dask(todo, text, cwd, connect(scheduler)), f"on {scheduler}"
+    else:
+        runner, where = _run_local(todo, text, cwd, workers, gpus), f"with {workers} local worker{'s' * (workers > 1)}"
+    print(f"[sweep] {source.stem}: {len(points)} point{'s' * (len(points) > 1)}, {len(rows)} already done, "
+          f"{len(todo)} to run {where}", file=sys.stderr)
     bar = tqdm(total=len(points), initial=len(rows), desc=f"sweep {source.stem}", unit="point", disable=not progress, file=sys.stderr)
+    meta = {
+        "chapter": str(source), "grid": grid, "base_parameters": dict(base_parameters or {}),
+        "points": [asdict(p) for p in points], "workers": None if scheduler else workers, "scheduler": scheduler,
+        "started": started, "ended": None, "versions": _versions(scheduler),
+    }
     try:
         for point, row in runner:
             rows[point.index] = row
@@ -533,13 +550,11 @@ def run_sweep(
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.parameters.items())
                 tqdm.write(f"[sweep] point {point.index} ({shown}) failed: {row['error']}; notebook {point.notebook}", file=sys.stderr)
             bar.update(1)
+            # The table so far, the other points "pending": a long sweep can be read while it runs.
+            write_table([rows.get(p.index) or _row(p, "pending", "", 0.0, False, {}) for p in points], out, meta)
     finally:
         bar.close()
     table = [rows[p.index] for p in points]
-    meta = {
-        "chapter": str(source), "grid": grid, "base_parameters": dict(base_parameters or {}),
-        "points": [asdict(p) for p in points], "workers": None if scheduler else workers, "scheduler": scheduler,
-        "started": started, "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions(scheduler),
-    }
+    meta["ended"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_table(table, out, meta)
     return table

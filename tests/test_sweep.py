@@ -167,6 +167,8 @@ def test_validation_before_anything_runs(tiny, tmp_path):
         plan_points(chapter, [{"nonsense": 1}], tmp_path)
     with pytest.raises(ParameterError, match="shatter_depth"):
         plan_points(chapter, [{"shatter_depth": 0}], tmp_path, {"profile": "smoke"})
+    with pytest.raises(ParameterError, match="overrides must be a mapping"):
+        plan_points(chapter, [{"overrides": "shatter_depth=4"}], tmp_path)
     points = plan_points(chapter, [{"shatter_depth": 4}], tmp_path, {"profile": "smoke"})
     assert isinstance(points[0], SweepPoint)
     assert points[0].notebook_parameters == {"profile": "smoke", "overrides": {"shatter_depth": 4}}
