@@ -260,6 +260,19 @@ def glued_values(notebook: Any) -> dict[str, Any]:
     return values
 
 
+def first_error(notebook: Any) -> str | None:
+    """``"Name: message"`` of the notebook's first error output, or None.
+
+    Papermill does not flag every error: a kernel interrupted by Ctrl-C records a
+    ``KeyboardInterrupt`` output yet ends as if it completed.
+    """
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+    return None
+
+
 def _row(point: SweepPoint, status: str, error: str, seconds: float, reused: bool, glued: Mapping[str, Any]) -> dict[str, Any]:
     row = {**_flatten(point.parameters), "status": status, "error": error, "seconds": round(seconds, 3),
            "notebook": point.notebook, "reused": reused}
@@ -281,6 +294,8 @@ def completed_row(point: SweepPoint) -> dict[str, Any] | None:
         return None
     meta = notebook.metadata.get("papermill", {})
     if meta.get("exception") or not meta.get("end_time") or meta.get("parameters") != point.notebook_parameters:
+        return None
+    if first_error(notebook) is not None:
         return None
     return _row(point, "ok", "", float(meta.get("duration") or 0.0), True, glued_values(notebook))
 
@@ -327,6 +342,8 @@ def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: s
             # papermill records an in-memory input as the whole notebook: name the chapter instead
             notebook.metadata.setdefault("papermill", {})["input_path"] = notebook.metadata.get("ntaylor_source", "")
             nbformat.write(notebook, output)
+            if status == "ok" and first_error(notebook) is not None:
+                status, error = "failed", first_error(notebook)
             if status == "ok":
                 glued = glued_values(notebook)
         except Exception as exc:

@@ -11,6 +11,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from ntaylor_lib import cli
@@ -134,12 +135,18 @@ def test_rerun_skips_done_points_and_retries_failed(tiny, local_sweep):
     before = _runs(tiny.parent)
     assert sorted(before) == sorted(["2 4", "2 0.5", "-1 4", "-1 0.5"])
     first = json.loads((out / "sweep.json").read_text())["rows"]
+    # A point interrupted by Ctrl-C: papermill ends its notebook as if it completed, with a
+    # KeyboardInterrupt output in the cell it stopped in. It must run again too.
+    interrupted = Path(first[1]["notebook"])
+    notebook = nbformat.read(interrupted, as_version=4)
+    notebook.cells[-1].outputs = [nbformat.v4.new_output("error", ename="KeyboardInterrupt", evalue="", traceback=[])]
+    nbformat.write(notebook, interrupted)
     rows = run_sweep(tiny, parse_grid([("x", X), ("y", Y)]), out_dir=out, workers=1, progress=False)  # in this process
-    # Only the two failed points ran again.
-    assert sorted(_runs(tiny.parent)[len(before):]) == ["-1 0.5", "-1 4"]
+    # Only the two failed points and the interrupted one ran again.
+    assert sorted(_runs(tiny.parent)[len(before):]) == ["-1 0.5", "-1 4", "2 0.5"]
     for old, new in zip(first, rows):
         assert new["status"] == old["status"] and new.get("product") == old.get("product")
-        assert new["reused"] is (old["status"] == "ok")
+        assert new["reused"] is (old["status"] == "ok" and old is not first[1])
 
 
 def test_dask_cluster_gives_the_same_table(tiny, local_sweep):
