@@ -267,6 +267,8 @@ def first_error(notebook: Any) -> str | None:
     ``KeyboardInterrupt`` output yet ends as if it completed.
     """
     for cell in notebook.cells:
+        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            continue  # an error the page means to show
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
