@@ -9,7 +9,8 @@ with the library's own loop (:func:`ntaylor_lib.training.train`) and measures:
   of a standard run (``all``: :func:`ntaylor_lib.experiments.standard_recorders`, Taylor
   recorders included); ``all / bare`` is the recorder overhead;
 - seconds to solve the Taylor optima of one horizon (what ``on_train_end`` solves for
-  each epoch end), group by group, so that the time box is checked between groups;
+  each epoch end), group by group so that the time box is checked between groups, the
+  cross-entropy neurons from the first few of each group (``--ce-neurons``), scaled;
 - peak GPU memory (``torch.cuda.max_memory_allocated``) and the recorders' state;
 
 then projects the wall time of every run the book trains at the profile (README.md,
@@ -56,8 +57,12 @@ TINY = {
     "taylor_round_stride": 4, "taylor_input_stride": 4, "sign_round_stride": 4, "taylor_samples": 8,
     "taylor_box_scales": "inf", "taylor_box_scales_ce": "1", "taylor_ce_tol": 1e-6,
 }
-# Recorder attributes holding one entry per group (restricted together to time one group's solve).
-_PER_GROUP = ("lower", "upper", "running", "snapshots", "factor", "rows", "thetas")
+# Per recorder class, the attributes holding one entry per group (cut together to time one
+# group's solve); a Taylor recorder of another class is timed whole.
+_PER_GROUP = {
+    "MSEStatsRecorder": ("lower", "upper", "running", "snapshots", "factor"),
+    "CEFactorRecorder": ("lower", "upper", "rows", "thetas"),
+}
 
 
 def preflight() -> dict[str, str | None]:
@@ -160,11 +165,36 @@ def state_bytes(obj: Any) -> dict[str, int]:
     return out
 
 
-def _one_group(rec, i: int):
-    """A shallow copy of a Taylor recorder holding only group ``i`` (its per-group lists cut to that entry)."""
+def epoch_state(recorders: Sequence, r_full: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorders' state after the measured rounds, scaled to one epoch, by device type.
+
+    What a recorder keeps per recorded round (the cross-entropy factors, replay snapshots:
+    recorders with ``stride`` and ``recorded``) is scaled by the epoch's recorded rounds over
+    those measured; the other states (fixed-size statistics, epoch-end snapshots, small
+    per-stride records) are taken as measured.
+    """
+    per_epoch: dict[str, int] = {}
+    detail = []
+    for rec in recorders:
+        measured = state_bytes(rec.state_dict())
+        scale = 1.0
+        if getattr(rec, "recorded", None) and getattr(rec, "stride", 0):
+            scale = math.ceil(r_full / int(rec.stride)) / len(rec.recorded)
+        for device, n in measured.items():
+            per_epoch[device] = per_epoch.get(device, 0) + int(n * scale)
+        detail.append({"recorder": rec.name, "measured_bytes": measured, "scale_to_epoch": scale})
+    return {"per_epoch": per_epoch, "detail": detail}
+
+
+def _one_group(rec, i: int, neurons: int = 0):
+    """A shallow copy of a Taylor recorder holding only group ``i`` (its per-group lists cut to
+    that entry), and of a neuron group only its first ``neurons`` (0: all)."""
     sub = copy.copy(rec)
-    sub.groups = [rec.groups[i]]
-    for name in _PER_GROUP:
+    group = rec.groups[i]
+    if neurons and not group.joint:
+        group = dataclasses.replace(group, neurons=group.neurons[:neurons])
+    sub.groups = [group]
+    for name in _PER_GROUP[type(rec).__name__]:
         if isinstance(getattr(rec, name, None), list):
             setattr(sub, name, [getattr(rec, name)[i]])
     return sub
@@ -178,45 +208,56 @@ def _timed(solve, device: str) -> float:
     return time.perf_counter() - started
 
 
-def solve_seconds(recorders: Sequence, device: str, box: TimeBox) -> dict[str, Any]:
+def solve_seconds(recorders: Sequence, device: str, box: TimeBox, ce_neurons: int = 0) -> dict[str, Any]:
     """Seconds to solve one horizon's Taylor optima: every scale and box of every Taylor recorder.
 
     Each group is solved alone (:meth:`TaylorRecorder.solve` on a copy holding that group),
     so the time box is checked between groups; a group left unsolved when it runs out is
-    estimated from the solved groups' mean seconds per scale (``estimated`` says how many).
-    Should a recorder not split by group, its whole solve is timed instead.
+    estimated from the solved groups' mean seconds per scale (``groups_estimated`` says how
+    many). Cross-entropy neurons are separate problems, solved one after another: of each
+    such group only the first ``ce_neurons`` (0: all) are solved and the time scaled by
+    ``scales / solved``. Should a recorder not split by group, its whole solve is timed.
     """
     from ntaylor_lib.recorders import CEFactorRecorder, TaylorRecorder
 
-    groups, total, estimated = [], 0.0, 0
+    groups, total, estimated, unknown = [], 0.0, 0, False
     for rec in recorders:
         if not isinstance(rec, TaylorRecorder):
             continue
         rows = []
         try:
+            if type(rec).__name__ not in _PER_GROUP:
+                raise TypeError("not split by group")
             for i, group in enumerate(rec.groups):
                 scales = 1 if group.joint else len(group.neurons)
-                seconds = _timed(_one_group(rec, i).solve, device) if box.left() > 0 else None
+                solved = min(ce_neurons, scales) if ce_neurons and isinstance(rec, CEFactorRecorder) else scales
+                seconds = _timed(_one_group(rec, i, solved).solve, device) if box.left() > 0 else None
                 rows.append({"recorder": rec.name, "layer": group.layer, "joint": group.joint, "scales": scales,
-                             "boxes": len(rec.box_scales), "seconds": seconds})
-        except (IndexError, KeyError, RuntimeError, ValueError) as error:  # internals changed: time it whole
+                             "solved": solved, "boxes": len(rec.box_scales), "seconds_solved": seconds,
+                             "seconds": None if seconds is None else seconds * scales / solved})
+        except (IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:  # time it whole
             rows = [{"recorder": rec.name, "layer": None, "joint": None, "scales": None, "boxes": len(rec.box_scales),
-                     "seconds": _timed(rec.solve, device), "note": f"timed whole ({type(error).__name__}: {error})"}]
+                     "seconds": _timed(rec.solve, device) if box.left() > 0 else None,
+                     "note": f"timed whole ({type(error).__name__}: {error})"}]
         solved = [r for r in rows if r["seconds"] is not None]
+        groups += rows
+        if not solved:  # the box ran out before this recorder: its solve is unknown
+            unknown = True
+            continue
         per_scale = sum(r["seconds"] for r in solved) / max(sum(r["scales"] or 1 for r in solved), 1)
         for r in rows:
             if r["seconds"] is None:
                 r["seconds_estimated"] = per_scale * r["scales"]
                 estimated += 1
             total += r["seconds"] if r["seconds"] is not None else r["seconds_estimated"]
-        groups += rows
-    ce = any(isinstance(r, CEFactorRecorder) for r in recorders)
+    per_round = [r for r in recorders if isinstance(r, TaylorRecorder) and hasattr(r, "recorded")]
     return {
-        "seconds": total if groups else None,
+        "seconds": None if unknown or not groups else total,
         "groups_estimated": estimated,
         "groups": groups,
-        "growth": "linear" if ce else "constant",
-        "recorded_rounds": len(next((r.recorded for r in recorders if isinstance(r, CEFactorRecorder)), [])),
+        "growth": "linear" if per_round else "constant",
+        "recorded_rounds": len(per_round[0].recorded) if per_round else 0,
+        "stride": int(getattr(per_round[0], "stride", 1)) if per_round else 1,
     }
 
 
@@ -255,9 +296,9 @@ def measure_slices(task: str, dataset: str, params: Mapping[str, Any], arrays, a
         slices[variant] = {"rounds": [r_a, r_b], "seconds": times}
         fits[variant] = fit_epoch(r_a, times[0], r_b, times[1], r_full)
         if variant == "all":
-            state = state_bytes([r.state_dict() for r in recorders])
+            state = epoch_state(recorders, r_full, params)
             if args.solve:
-                solve = solve_seconds(recorders, config.device, box)
+                solve = solve_seconds(recorders, config.device, box, args.ce_neurons)
     return {"config": config, "data": data, "r_full": r_full, "r_b": r_b, "fits": fits, "slices": slices,
             "solve": solve, "state": state, "peak": _peak(config.device)}
 
@@ -276,8 +317,8 @@ def measure_full(task: str, params: Mapping[str, Any], first: dict[str, Any], ar
         recorders = make_recorders(variant, task, params)
         out["epoch_s"][variant] = epoch_seconds(config, recorders, data)
         if variant == "all":
-            out["state"] = state_bytes([r.state_dict() for r in recorders])
-            out["solve"] = solve_seconds(recorders, config.device, box) if args.solve else None
+            out["state"] = epoch_state(recorders, first["r_full"], params)
+            out["solve"] = solve_seconds(recorders, config.device, box, args.ce_neurons) if args.solve else None
         if box.left() <= 0:
             break
     out["peak"] = _peak(config.device)
@@ -379,6 +420,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a paper-profile parameter")
     parser.add_argument("--optimizer", default="rmsprop", choices=("sgd", "rmsprop", "adam"))
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the shorter slice (default: the largest recorder stride)")
+    parser.add_argument("--ce-neurons", type=int, default=5, help="cross-entropy neurons solved per group to time a horizon, the rest scaled (0: all; default 5)")
     parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
     parser.add_argument("--no-full-epoch", dest="full", action="store_false", help="slices only, never a whole epoch")
     parser.add_argument("--bundle", type=Path, default=None, help="data bundle folder (default <data root>/gpu_check)")
@@ -443,8 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     notes += [f"{k}: {c['mode_note']}" for k, c in cases.items() if c["mode_note"]]
     gpu_total = torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None
     for key, c in cases.items():
-        on_device = c["recorder_state_bytes"].get(args.device, 0) / max(sum(c["recorder_state_bytes"].values()), 1)
-        end = c["recorder_state_bytes_at_end"] * on_device
+        end = c["recorder_state"]["per_epoch"].get(args.device, 0) * int(params["epochs"])
         if gpu_total and end > 0.5 * gpu_total:
             notes.append(f"{key}: the recorders would hold about {end / 2**30:.0f} GiB on the GPU by the last epoch "
                          f"(of {gpu_total / 2**30:.0f} GiB): the full run does not fit as configured")
@@ -452,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "made_by": {
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "profile": "paper", "overrides": {k: v for k, v in overrides.items()}, "optimizer": args.optimizer,
-            "seed": int(params["seed"]), "max_seconds": args.max_seconds,
+            "seed": int(params["seed"]), "max_seconds": args.max_seconds, "ce_neurons": args.ce_neurons,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "torch_cuda_build": torch.version.cuda,
             "gpu_total_bytes": torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None, **environment(args.device), **{f"{k}_version": v for k, v in found.items()},
@@ -480,7 +521,7 @@ def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], 
     r_full, r_b = first["r_full"], first["r_b"]
     sliced_epoch = {v: fit["epoch_s"] for v, fit in first["fits"].items()}
     epoch = dict(sliced_epoch)
-    solve, state_scale, mode, note = first["solve"], r_full / r_b, f"scaled from {r_b} rounds", ""
+    solve, mode, note = first["solve"], f"scaled from {r_b} rounds", ""
     if full is not None:
         epoch.update(full["epoch_s"])
         missing = [v for v in VARIANTS if v not in full["epoch_s"]]
@@ -489,7 +530,6 @@ def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], 
             note = f"{', '.join(missing)} scaled from slices (the time box ran out)"
         if full.get("solve") is not None:
             solve = full["solve"]
-        state_scale = 1.0
     else:
         note = f"seconds per epoch scaled from the slices' straight line ({first['why_sliced']})"
     s1 = None
@@ -497,10 +537,10 @@ def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], 
         s1 = solve["seconds"]
         if solve["growth"] == "linear" and full is None:
             # the slice recorded fewer rounds than an epoch; the solve is linear in recorded samples
-            stride = int(params["taylor_round_stride"])
+            stride = solve["stride"]
             s1 *= math.ceil(r_full / stride) / max(solve["recorded_rounds"], 1)
     state = first["state"] if full is None else full.get("state", first["state"])
-    state_epoch = int(sum(state.values()) * state_scale)
+    state_epoch = sum(state["per_epoch"].values())
     peaks = [p for p in (first["peak"], None if full is None else full["peak"]) if p is not None]
     cfg = first["config"]
     return {
@@ -512,7 +552,7 @@ def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], 
         "solve_s_per_horizon": s1, "solve_growth": "constant" if task == "autoencoder" else "linear",
         "solve_detail": solve,
         "peak_gpu_bytes": max(peaks) if peaks else None,
-        "recorder_state_bytes": state, "recorder_state_bytes_per_epoch": state_epoch,
+        "recorder_state": state, "recorder_state_bytes_per_epoch": state_epoch,
         "recorder_state_bytes_at_end": state_epoch * int(params["epochs"]),
     }
 
