@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -86,14 +87,22 @@ def final_train_loss(run: Run) -> float:
 
 
 def tuning_point(
-    params: Mapping[str, Any], task: str, optimizer: str, lr: float, store: RunStore | None = None
+    params: Mapping[str, Any], task: str, optimizer: str, lr: float, store: RunStore | None = None, threads: int = 0
 ) -> dict[str, Any]:
     """Train (or load) one sweep point; what the point notebook glues.
+
+    Args:
+        threads: torch's CPU threads for this process (0: leave torch's default); the
+            sweep gives each of its parallel workers its share of the cores.
 
     Returns:
         ``{"final_train_loss", "diverged", "train_seconds", "run_key"}`` as plain Python
         values (floats, bool, str), so they survive the notebook's text outputs.
     """
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     run = (store or RunStore()).get(tuning_config(params, task, optimizer, lr), profile=params["profile"], progress=False)
     loss = final_train_loss(run)
     return {
@@ -257,7 +266,9 @@ def tune_learning_rates(
             sweep_grid(params, tasks, optimizers),
             out_dir=sweep_folder(params),
             workers=workers,
-            base_parameters={"profile": params["profile"], "overrides": overrides_of(params)},
+            # each worker's kernel gets its share of the cores: no oversubscribed torch threads
+            base_parameters={"profile": params["profile"], "overrides": overrides_of(params),
+                             "threads": max(1, (os.cpu_count() or 1) // max(1, workers))},
             progress=progress,
         )
     rows = tidy_rows(raw)

@@ -172,6 +172,6 @@ def test_tune_learning_rates_end_to_end(tmp_path, monkeypatch, mnist_root):
     curves = tuning.epoch_curves(params, rows)
     assert len(curves) == 2 * params["tuning_epochs"]
     # A rerun executes nothing: every point is read back.
-    again = tuning.tune_learning_rates(params, workers=1, progress=False, tasks=("autoencoder",), optimizers=("sgd",))
+    again = tuning.tune_learning_rates(params, workers=2, progress=False, tasks=("autoencoder",), optimizers=("sgd",))
     assert all(r["reused"] for r in again)
     assert [r["final_train_loss"] for r in again] == [r["final_train_loss"] for r in rows]
