@@ -391,11 +391,15 @@ def _secs(s: float | None) -> str:
 
 
 def report_text(result: dict[str, Any]) -> str:
-    lines = [f"{'case':<32} {'rounds':>6} {'mode':<22} {'bare/ep':>9} {'explore':>9} {'all/ep':>9} {'ratio':>6} "
+    made = result["made_by"]
+    lines = [f"# paper profile{' (--tiny)' if '--tiny' in made['command'].split() else ''} on "
+             f"{made['device_name']}, torch {made['torch']}, optimizer {made['optimizer']}, seed {made['seed']}, "
+             f"time box {made['max_seconds']:.0f} s"]
+    lines += [f"{'case':<40} {'rounds':>6} {'mode':<22} {'bare/ep':>9} {'explore':>9} {'all/ep':>9} {'ratio':>6} "
              f"{'solve/hz':>9} {'peak GPU':>9} {'rec state/ep':>12}"]
     for key, c in result["cases"].items():
         lines.append(
-            f"{key + ' (' + c['input'] + ')':<32} {c['rounds_per_epoch']:>6} {c['mode']:<22} {_secs(c['epoch_s']['bare']):>9} "
+            f"{key + ' (' + c['input'] + ')':<40} {c['rounds_per_epoch']:>6} {c['mode']:<22} {_secs(c['epoch_s']['bare']):>9} "
             f"{_secs(c['epoch_s']['explore']):>9} {_secs(c['epoch_s']['all']):>9} {c['overhead_ratio']:>6.2f} "
             f"{_secs(c['solve_s_per_horizon']):>9} {_mib(c['peak_gpu_bytes']):>9} {_mib(c['recorder_state_bytes_per_epoch']):>12}"
         )
