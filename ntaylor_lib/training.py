@@ -170,6 +170,9 @@ class Recorder:
     def setup(self, model: ReluNet, data: TaskData, config: RunConfig) -> None:
         """Called once before the first round (and again after a resume)."""
 
+    def on_batch(self, n: int, index: torch.Tensor) -> None:
+        """Round ``n``'s minibatch as indices into the training set (called just before :meth:`on_round`)."""
+
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
         """Round ``n`` (from 0): ``model`` holds ``theta^n``, before the step on minibatch ``(x, y)``."""
 
@@ -325,6 +328,7 @@ def train(
         for i in range(rounds_per_epoch):
             x, y = data.train_x[order[i]], data.train_y[order[i]]
             for recorder in recorders:
+                recorder.on_batch(base + i, order[i])
                 recorder.on_round(base + i, model, x, y)
             loss = batch_loss(config.task, model(x), y)
             optimizer.zero_grad(set_to_none=True)
