@@ -153,24 +153,40 @@ class TaylorRecorder(Recorder):
 class MSEStatsRecorder(TaylorRecorder):
     """Exact streaming MSE statistics for layer and neuron scales of a dense :class:`ReluNet`.
 
+    Rounds are buffered (``theta^n`` as one flat copy, the minibatch by reference) and
+    processed ``chunk_rounds`` at a time, with the round as a batch dimension: one
+    batched forward trace, one backward Gram recursion and one product per statistic
+    per chunk instead of per round, so the per-round cost is a copy of the weights.
+    The layer statistic ``sum (x~ x~^T) kron Gram`` is accumulated on the upper
+    triangles of both symmetric factors (a quarter of the products) and unfolded when
+    solving.
+
     Args:
         groups: the scales (:class:`Group`); a whole output layer is not supported.
         box_scales: widening of the iterates' box for the comparator (``inf``: none).
         input_stride: rounds between recordings for groups with inputs wider than
             ``factor_width`` (the input layer's neurons); every round otherwise.
         factor_width: ``Q`` above which a group keeps per-sample factors, not statistics.
+        chunk_rounds: rounds buffered before their statistics are computed (memory
+            ``chunk_rounds`` times the weights and a minibatch; no effect on the result
+            beyond float rounding).
     """
 
     name = "taylor_mse"
 
-    def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True):
+    def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True,
+                 chunk_rounds: int = 32):
         super().__init__(groups, box_scales, solve_at_end)
         self.input_stride, self.factor_width = int(input_stride), int(factor_width)
+        self.chunk_rounds = max(1, int(chunk_rounds))
         self.running: list[dict[str, Any]] = [{} for _ in self.groups]
         self.snapshots: list[list[dict[str, Any]]] = [[] for _ in self.groups]
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def spec(self) -> dict[str, Any]:
-        return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width}
+        # "layout": the layer statistic is stored on symmetric triangles (checkpoints differ).
+        return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width,
+                "layout": "triangles"}
 
     def _factor_mode(self, model: ReluNet, g: Group) -> bool:
         return not g.joint and model.layer(g.layer).in_features + 1 > self.factor_width
@@ -183,45 +199,73 @@ class MSEStatsRecorder(TaylorRecorder):
             raise ValueError("the whole output layer's H is K^2 Q^2: record its neurons instead")
         self.factor = [self._factor_mode(model, g) for g in self.groups]
         self.output_width = model.layer(model.depth).out_features
+        self._shapes = [(m.out_features, m.in_features) for m in model.layers]
 
     @torch.no_grad()
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
-        self._track_box(model)
         self.rounds += 1
-        active = [i for i, g in enumerate(self.groups) if not self.factor[i] or n % self.input_stride == 0]
+        if self._pending and self._pending[0][1].shape != x.shape:
+            self._flush()  # a chunk holds minibatches of one size
+        flat = torch.cat([t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)])
+        # x and y are fresh tensors each round (indexed from the data set), so a reference is enough.
+        self._pending.append((n, x, y, flat))
+        if len(self._pending) >= self.chunk_rounds:
+            self._flush()
+
+    def _unflatten(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(R, P)`` stacked flat parameters into per-layer ``W (R, C, Q')`` and ``b (R, C)``."""
+        weights, biases, at = [], [], 0
+        for c, q in self._shapes:
+            weights.append(flat[:, at : at + c * q].view(-1, c, q))
+            biases.append(flat[:, at + c * q : at + c * q + c])
+            at += c * q + c
+        return weights, biases
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rounds, xs, ys, flats = zip(*self._pending)
+        self._pending = []
+        weights, biases = self._unflatten(torch.stack(flats))
+        self._track_stacked_box(weights, biases)
+        active_rounds = torch.tensor([n % self.input_stride == 0 for n in rounds])
+        active = [i for i, g in enumerate(self.groups) if not self.factor[i] or bool(active_rounds.any())]
         if not active:
             return
-        trace = model.trace(x)
-        e = trace.output - y  # (N, K)
-        ee = e.pow(2).sum(1)  # ||f - y||^2
-        lowest = min(self.groups[i].layer for i in active)
-        grams, resid = self._backward_grams(model, trace, e, lowest)
+        x, y = torch.stack(xs), torch.stack(ys)  # (R, N, D), (R, N, K)
+        pre, inputs = _stacked_trace(weights, biases, x)
+        e = pre[-1] - y
+        depth = len(weights)
+        # Full Grams where a layer is solved jointly or a neuron group sits one layer below.
+        full_from = min([depth] + [g.layer if g.joint else g.layer + 1 for g in (self.groups[i] for i in active)])
+        diagonals = {g.layer: g.neurons for g in (self.groups[i] for i in active)
+                     if not g.joint and g.layer < full_from}
+        grams, diags, resid = _stacked_grams(weights, pre, e, full_from, diagonals)
+        ee = e.pow(2).sum(2)  # (R, N): ||f - y||^2
         for i in active:
             g = self.groups[i]
-            gram, r = grams[g.layer], resid[g.layer]
-            a = trace.pre[g.layer - 1]
-            xt = torch.nn.functional.pad(trace.inputs[g.layer - 1], (0, 1), value=1.0)
             if g.joint:
-                self._add_layer(i, gram, r, a, xt, ee)
+                gram = grams[g.layer]
+            elif g.layer == depth:
+                gram = None  # output neurons: J_L is the identity
+            elif g.layer in diags and g.layer < full_from:
+                gram = diags[g.layer]
             else:
-                self._add_neurons(i, gram, r, a, xt, ee)
+                gram = grams[g.layer].diagonal(dim1=2, dim2=3)[..., g.neurons]
+            r, a = resid[g.layer], pre[g.layer - 1]
+            xt = torch.nn.functional.pad(inputs[g.layer - 1], (0, 1), value=1.0)
+            parts = (gram, r, a, xt, ee)
+            if self.factor[i]:  # only the rounds on the input stride
+                parts = tuple(None if t is None else t[active_rounds] for t in parts)
+            parts = tuple(None if t is None else t.flatten(0, 1) for t in parts)  # rounds x samples
+            (self._add_layer if g.joint else self._add_neurons)(i, *parts)
 
-    def _backward_grams(self, model: ReluNet, trace, e: torch.Tensor, lowest: int):
-        """Per-sample ``Gram_l = J_L^T J_L`` ``(N, C, C)`` (``None`` for the output layer) and ``r_l = J_L^T e``."""
-        depth = model.depth
-        grams: dict[int, torch.Tensor | None] = {depth: None}
-        resid = {depth: e}
-        w_last = model.layer(depth).weight
-        for l in range(depth - 1, lowest - 1, -1):
-            mask = (trace.pre[l - 1] > 0).to(e.dtype)  # (N, C_l)
-            w = model.layer(l + 1).weight  # (C_{l+1}, C_l)
-            if l == depth - 1:
-                inner = (w_last.T @ w_last).expand(e.shape[0], -1, -1)
-            else:
-                inner = w.T @ grams[l + 1] @ w
-            grams[l] = inner * mask[:, :, None] * mask[:, None, :]
-            resid[l] = (resid[l + 1] @ w) * mask
-        return grams, resid
+    def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
+        for i, g in enumerate(self.groups):
+            theta = torch.cat([weights[g.layer - 1], biases[g.layer - 1][:, :, None]], 2)[:, g.neurons].double()
+            lo, hi = theta.amin(0), theta.amax(0)
+            self.lower[i] = lo if self.lower[i] is None else torch.minimum(self.lower[i], lo)
+            self.upper[i] = hi if self.upper[i] is None else torch.maximum(self.upper[i], hi)
 
     def _add(self, i: int, **parts: torch.Tensor) -> None:
         run = self.running[i]
@@ -230,37 +274,44 @@ class MSEStatsRecorder(TaylorRecorder):
             run[key] = value.clone() if key not in run else run[key].add_(value)
 
     def _add_layer(self, i, gram, r, a, xt, ee) -> None:
-        """``H += sum_d (x~ x~^T) kron Gram`` as one product, ``g += sum_d (Gram a - r) x~^T``."""
-        n, c, q = xt.shape[0], a.shape[1], xt.shape[1]
+        """``H += sum_d (x~ x~^T) kron Gram`` on both factors' upper triangles, ``g += sum_d (Gram a - r) x~^T``."""
+        c, q = a.shape[1], xt.shape[1]
+        iq, jq = torch.triu_indices(q, q, device=xt.device)
+        ic, jc = torch.triu_indices(c, c, device=xt.device)
         ga = (gram @ a[:, :, None]).squeeze(2)
-        outer_x = (xt[:, :, None] * xt[:, None, :]).view(n, q * q)
         self._add(
             i,
-            kron=outer_x.T @ gram.reshape(n, c * c),  # ((q q'), (c c'))
+            kron=(xt[:, iq] * xt[:, jq]).T @ gram[:, ic, jc],  # (q(q+1)/2, c(c+1)/2)
             g=(ga - r).T @ xt,
             s=((ga * a).sum() - 2 * (a * r).sum() + ee.sum()).reshape(1),
-            count=torch.tensor([float(n)]),
+            count=torch.tensor([float(xt.shape[0])]),
             loss=ee.sum().reshape(1),
         )
 
     def _add_neurons(self, i, gram, r, a, xt, ee) -> None:
-        """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (1 for an output neuron)."""
+        """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (``gram``: ``(N, m)``; ``None``: 1)."""
         idx = self.groups[i].neurons
-        w = torch.ones_like(r[:, idx]) if gram is None else gram[:, idx, idx]
+        w = torch.ones_like(r[:, idx]) if gram is None else gram  # gram: (N, m) diagonal entries
         aa, rr = a[:, idx], r[:, idx]
         u = w * aa - rr  # J_alpha^T c / x~
         cc = w * aa * aa - 2 * aa * rr + ee[:, None]
         if self.factor[i]:
             self.running[i].setdefault("rows", []).append((xt.float().cpu(), w.cpu(), u.cpu(), cc.cpu(), ee.cpu()))
             return
+        # An output neuron's J^T J is x~ x~^T for every neuron: one product, shared.
+        h = (xt.T @ xt)[None] if gram is None else torch.einsum("nm,ni,nj->mij", w, xt, xt)
         self._add(
             i,
-            h=torch.einsum("nm,ni,nj->mij", w, xt, xt),
+            h=h,
             g=torch.einsum("nm,ni->mi", u, xt),
             s=cc.sum(0),
             count=torch.tensor([float(xt.shape[0])]),
             loss=ee.sum().reshape(1),
         )
+
+    def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
+        self._flush()
+        super().on_epoch_end(epoch, model)
 
     def _epoch_done(self) -> None:
         for i in range(len(self.groups)):
@@ -280,10 +331,12 @@ class MSEStatsRecorder(TaylorRecorder):
                     continue
                 if g.joint:
                     c, q = snap["g"].shape
-                    h = snap["kron"].view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
+                    kron = snap["kron"][_triangle_index(q)][:, _triangle_index(c)]  # ((q q'), (c c'))
+                    h = kron.view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
                     yield h, snap["g"].flatten(), snap["s"], snap["count"], snap["loss"]
                 else:
-                    yield snap["h"], snap["g"], snap["s"], snap["count"], snap["loss"]
+                    h = snap["h"].expand(len(g.neurons), -1, -1)  # output neurons share one H
+                    yield h, snap["g"], snap["s"], snap["count"], snap["loss"]
             return
         total = None
         for snap in self.snapshots[i]:
@@ -327,6 +380,80 @@ class MSEStatsRecorder(TaylorRecorder):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base(state)
         self.running, self.snapshots = state["running"], state["snapshots"]
+
+
+def _triangle_index(k: int) -> torch.Tensor:
+    """For each ``(i, j)`` of a ``k x k`` symmetric matrix (row-major), its position in ``triu_indices(k, k)``."""
+    i, j = torch.triu_indices(k, k)
+    position = torch.empty(k, k, dtype=torch.long)
+    position[i, j] = torch.arange(i.numel())
+    position[j, i] = torch.arange(i.numel())
+    return position.flatten()
+
+
+def _stacked_trace(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor):
+    """Forward pass of a dense :class:`ReluNet` with a different ``theta`` per round.
+
+    Args: ``weights[l]`` ``(R, C, Q')``, ``biases[l]`` ``(R, C)``, ``x`` ``(R, N, D)``.
+    Returns: pre-activations ``a_l`` and layer inputs ``x_{l-1}``, each ``(R, N, .)``.
+    """
+    pre, inputs, h = [], [], x
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        inputs.append(h)
+        pre.append(torch.baddbmm(b[:, None, :], h, w.transpose(1, 2)))
+        h = torch.relu(pre[-1])
+    return pre, inputs
+
+
+def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torch.Tensor, full_from: int,
+                   diagonals: Mapping[int, Sequence[int]] = {}):
+    """Per-sample Grams ``Gram_l = J_L^T J_L`` of the output by the pre-activations, and ``r_l = J_L^T e``.
+
+    One backward recursion ``Gram_l = D_l W_{l+1}^T Gram_{l+1} W_{l+1} D_l`` from
+    ``Gram_{L-1} = D W_L^T W_L D`` (``None`` for the output layer, whose ``J_L`` is the
+    identity). Each step is two GEMMs with the round as batch and samples x rows as
+    the long dimension, not ``R N`` small products.
+
+    Args:
+        weights: ``W_l`` ``(R, C_l, C_{l-1})`` per layer, one per round.
+        pre, e: pre-activations ``(R, N, C_l)`` and output errors ``(R, N, K)``.
+        full_from: the full ``(R, N, C, C)`` Grams are formed for layers ``>= full_from``.
+        diagonals: ``{l: neurons}`` below ``full_from`` whose ``Gram_l[alpha, alpha]`` is
+            needed, formed from ``Gram_{l+1}`` without the full ``Gram_l``.
+
+    Returns:
+        ``grams[l]``, ``diags[l]`` ``(R, N, len(neurons))`` and ``resid[l]`` ``(R, N, C_l)`` for
+        every layer down to the lowest requested.
+    """
+    depth = len(weights)
+    lowest = min([full_from, *diagonals])
+    grams: dict[int, torch.Tensor | None] = {depth: None}
+    diags: dict[int, torch.Tensor] = {}
+    resid = {depth: e}
+    for l in range(depth - 1, lowest - 1, -1):
+        mask = (pre[l - 1] > 0).to(e.dtype)  # (R, N, C_l)
+        w = weights[l]  # layer l+1: (R, C', C) with C' = C_{l+1}, C = C_l
+        r, n, (c_out, c) = w.shape[0], mask.shape[1], w.shape[1:]
+        resid[l] = torch.bmm(resid[l + 1], w) * mask
+        if l == depth - 1:
+            if l >= full_from:
+                grams[l] = (w.transpose(1, 2) @ w)[:, None] * mask[..., :, None] * mask[..., None, :]
+            elif l in diagonals:
+                idx = list(diagonals[l])
+                diags[l] = w[:, :, idx].pow(2).sum(1)[:, None] * mask[..., idx]
+            continue
+        g_next = grams[l + 1].reshape(r, n * c_out, c_out)
+        if l >= full_from:
+            t = torch.bmm(g_next, w).view(r, n, c_out, c)  # Gram_{l+1} W per sample
+            t = t.transpose(2, 3).reshape(r, n * c, c_out)
+            gram = torch.bmm(t, w).view(r, n, c, c)  # W^T Gram_{l+1} W per sample
+            grams[l] = gram.mul_(mask[..., :, None]).mul_(mask[..., None, :])
+        elif l in diagonals:
+            idx = list(diagonals[l])
+            wi = w[:, :, idx]  # (R, C', m)
+            t = torch.bmm(g_next, wi).view(r, n, c_out, len(idx))
+            diags[l] = (t * wi[:, None]).sum(2) * mask[..., idx]
+    return grams, diags, resid
 
 
 # --------------------------------------------------------------------------- cross-entropy
