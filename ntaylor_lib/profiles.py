@@ -73,6 +73,13 @@ _COMMON: dict[str, Any] = {
     "taylor_box_scales_ce": "1",
     # L-BFGS stopping tolerance of the cross-entropy optimum (relative decrease per step).
     "taylor_ce_tol": 1e-10,
+    # Whole convnet layers replayed from weight snapshots (ntaylor_lib.replay): which
+    # layers ("" for none), every how many rounds, how many examples of each minibatch,
+    # and the L-BFGS iterations per horizon.
+    "taylor_replay_layers": "2,3",
+    "taylor_replay_stride": 50,
+    "taylor_replay_samples": 32,
+    "taylor_replay_iter": 200,
     # Learning rates: hand-picked for these models. With lr_source "tuned" the runs use
     # instead the rates that the tuning chapter (book/lr_tuning.md, ntaylor_lib.tuning)
     # picked and stored; an lr_<task>_<optimizer> given with --set still wins.
@@ -107,6 +114,9 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "taylor_conv_neurons": 2,
         "taylor_round_stride": 4,
         "taylor_samples": 16,
+        "taylor_replay_stride": 4,
+        "taylor_replay_samples": 8,
+        "taylor_replay_iter": 50,
         "taylor_box_scales": "1,inf",
         "volume_units": 64,
         "sign_round_stride": 4,
@@ -140,6 +150,11 @@ _PROFILES: dict[str, dict[str, Any]] = {
         # by the last horizon): the L-BFGS solves scale with what is kept.
         "taylor_round_stride": 25,
         "taylor_samples": 16,
+        # Whole conv layers 2 and 3 from snapshots of every 50th round, 16 examples each
+        # (20 rounds, 320 examples by the last horizon): each L-BFGS step replays them all.
+        "taylor_replay_stride": 50,
+        "taylor_replay_samples": 16,
+        "taylor_replay_iter": 100,
     },
     "paper": {
         **_COMMON,
@@ -156,6 +171,9 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "taylor_samples": 128,
         "taylor_box_scales_ce": "1,2,4,inf",
         "taylor_box_scales": "1,2,4,inf",
+        # 100 epochs of 390 rounds: a snapshot every 200th (195 rounds of 64 examples).
+        "taylor_replay_stride": 200,
+        "taylor_replay_samples": 64,
         "sign_round_stride": 50,
         # Half-decade grids around the hand-picked rates, 10 epochs on the whole training set.
         "tuning_epochs": 10,
@@ -231,6 +249,11 @@ def _check(params: Mapping[str, Any]) -> None:
         need(params[key] >= 1, f"{key} must be >= 1")
     need(params["taylor_ae_layer"] in (1, 2, 3, 4, 5), "taylor_ae_layer must be one of 1..5 (the output layer's H is too large)")
     need(0 < params["taylor_ce_tol"] < 1, "taylor_ce_tol must be in (0, 1)")
+    for key in ("taylor_replay_stride", "taylor_replay_samples", "taylor_replay_iter"):
+        need(params[key] >= 1, f"{key} must be >= 1")
+    replay = [r for r in str(params["taylor_replay_layers"]).split(",") if r.strip()]
+    need(all(r.strip() in ("1", "2", "3", "4", "5") for r in replay),
+         "taylor_replay_layers must be comma-separated convnet layers among 1..5, like '2,3' ('' for none)")
     for key in ("taylor_box_scales", "taylor_box_scales_ce"):
         try:
             boxes = [float(b) for b in str(params[key]).split(",")]

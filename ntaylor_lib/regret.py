@@ -20,8 +20,9 @@ import numpy as np
 
 from .profiles import TASKS, ParameterError
 from .recorders import CEFactorRecorder, Group, MSEStatsRecorder, TaylorRecorder, spread
+from .replay import CEReplayRecorder
 
-RECORDER_NAMES = (MSEStatsRecorder.name, CEFactorRecorder.name)
+RECORDER_NAMES = (MSEStatsRecorder.name, CEFactorRecorder.name, CEReplayRecorder.name)
 
 
 def regret_table(round_loss: np.ndarray, arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -63,15 +64,20 @@ def regret_curves(run_or_arrays: Any, recorder: str | None = None) -> list[dict[
     """The regret table of a stored run (a :class:`ntaylor_lib.store.Run` or its ``arrays`` dict).
 
     Args:
-        recorder: the recorder's name (``taylor_mse`` or ``taylor_ce``); found when omitted.
+        recorder: one recorder's name (``taylor_mse``, ``taylor_ce`` or ``taylor_replay``);
+            when omitted, the rows of every Taylor recorder the run carries, each row
+            naming its ``recorder``.
     """
     arrays = run_or_arrays.arrays if hasattr(run_or_arrays, "arrays") else run_or_arrays
     names = [recorder] if recorder else [n for n in RECORDER_NAMES if f"{n}/optimum" in arrays]
     if not names or f"{names[0]}/optimum" not in arrays:
         raise KeyError(f"no Taylor recorder arrays in this run; looked for {names or list(RECORDER_NAMES)}")
-    prefix = f"{names[0]}/"
-    own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    return regret_table(arrays["round_loss"], own)
+    rows = []
+    for name in names:
+        prefix = f"{name}/"
+        own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        rows += [{**row, "recorder": name} for row in regret_table(arrays["round_loss"], own)]
+    return rows
 
 
 def loglog_slope(n: Sequence[float], regret: Sequence[float]) -> float:
@@ -94,7 +100,9 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
     every layer (the input layer's ``taylor_input_neurons`` on every ``taylor_input_stride``-th
     round). Convnet: the first conv layer whole, up to ``taylor_conv_neurons`` neurons of each
     conv layer and ``taylor_neurons`` of each dense layer, on every ``taylor_round_stride``-th
-    round, ``taylor_samples`` samples of each.
+    round, ``taylor_samples`` samples of each; and the whole layers ``taylor_replay_layers``
+    replayed from weight snapshots (:class:`ntaylor_lib.replay.CEReplayRecorder`) of every
+    ``taylor_replay_stride``-th round, ``taylor_replay_samples`` examples of each.
     """
     boxes = [float(b) for b in str(params["taylor_box_scales"]).split(",")]
     if task == "autoencoder":
@@ -116,8 +124,17 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
             if params["taylor_neurons"]:
                 groups.append(Group(l, spread(int(params["taylor_neurons"]), c), False))
         box_ce = [float(b) for b in str(params["taylor_box_scales_ce"]).split(",")]
-        return [CEFactorRecorder(groups, stride=params["taylor_round_stride"], samples=params["taylor_samples"],
-                                 box_scales=box_ce, solve_at_end=solve_at_end, tol=float(params["taylor_ce_tol"]))]
+        recorders: list[TaylorRecorder] = [
+            CEFactorRecorder(groups, stride=params["taylor_round_stride"], samples=params["taylor_samples"],
+                             box_scales=box_ce, solve_at_end=solve_at_end, tol=float(params["taylor_ce_tol"]))]
+        replayed = [int(l) for l in str(params["taylor_replay_layers"]).split(",") if l.strip()]
+        if replayed:
+            sizes = {1: width, 2: width, 3: width, 4: hidden, 5: classes}
+            recorders.append(CEReplayRecorder(
+                [Group(l, list(range(sizes[l])), True) for l in replayed], stride=params["taylor_replay_stride"],
+                samples=params["taylor_replay_samples"], box_scales=box_ce, solve_at_end=solve_at_end,
+                tol=float(params["taylor_ce_tol"]), max_iter=params["taylor_replay_iter"]))
+        return recorders
     raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
 
 
