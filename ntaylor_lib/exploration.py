@@ -20,7 +20,7 @@ units as ``(N, D, ceil(M / 8))`` uint8 with ``M``.
 
 Switches and volumes are returned sorted, largest first, as the paper plots them.
 
-Fast paths: Hamming distances by popcount of XORed 64-bit words of the packed bits;
+Fast paths: Hamming distances and switches by popcount of XORed 64-bit words of the packed bits;
 singular values as square roots of the eigenvalues of each unit's small centred Gram
 matrix (``N x N``, or ``D x D`` when ``D < N``), formed for a chunk of units by one
 batched product of exact 0/1 floats and diagonalised by one batched ``eigvalsh``. The
@@ -93,16 +93,22 @@ def switches(packed: np.ndarray, units: int, sort: bool = True) -> np.ndarray:
         ``(D,)`` float64, ``sum_n ||A_{n+1}[d] - A_n[d]||^2 / ((N-1) M)``, sorted largest
         first unless ``sort`` is False (then in probe order); all NaN when ``N = 1``.
     """
-    n_ckpt, probes = packed.shape[:2]
+    n_ckpt, probes, width = packed.shape
     if n_ckpt < 2:
         return np.full(probes, np.nan)
-    total = np.zeros(probes, dtype=np.int64)
-    buffer = np.empty(packed.shape[1:], dtype=np.uint8)
+    # XOR bytes into rows padded to whole 64-bit words, so each popcount covers 8 bytes,
+    # and add the word counts up over checkpoints before one sum per row at the end.
+    words_per_row = -(-width // 8)
+    buffer = np.zeros((probes, 8 * words_per_row), dtype=np.uint8)
+    words = buffer.view(np.uint64)
+    counts = np.empty(words.shape, dtype=np.uint8)
+    # a word changes in at most 64 bits per step: uint16 holds 1023 steps
+    total = np.zeros(words.shape, dtype=np.uint16 if n_ckpt <= 1024 else np.uint32)
     for n in range(n_ckpt - 1):
-        np.bitwise_xor(packed[n + 1], packed[n], out=buffer)
-        np.bitwise_count(buffer, out=buffer)
-        total += buffer.sum(axis=1, dtype=np.uint32)  # a row sums to at most 8 B = M: fits
-    out = total / ((n_ckpt - 1) * units)
+        np.bitwise_xor(packed[n + 1], packed[n], out=buffer[:, :width])
+        np.bitwise_count(words, out=counts)
+        np.add(total, counts, out=total)
+    out = total.sum(axis=1, dtype=np.int64) / ((n_ckpt - 1) * units)
     return -np.sort(-out) if sort else out
 
 
