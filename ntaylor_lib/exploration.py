@@ -30,6 +30,7 @@ unit at a time, for tests and benchmarks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -195,15 +196,45 @@ def log_volume(
     k = min(values, n_ckpt - 1, probes)
     if k < 1:
         return np.full(len(chosen), np.nan)
-    step = max(1, chunk_entries // (n_ckpt * probes))
-    parts = []
-    for slab in _unit_slabs(packed, chosen, step, torch.device(device)):
-        grams = _centred_grams(slab.float())
-        with _single_thread(grams.device):
-            top = torch.linalg.eigvalsh(grams)[:, -k:]  # ascending: the k largest
-        parts.append(top.clamp_min(0).sqrt().clamp_min(floor).log().sum(1).cpu().numpy())
-    out = np.concatenate(parts)
+    device = torch.device(device)
+    # Only the probes on which a unit ever changes matter: a constant column is zero once
+    # centred. Units are bucketed by that count so each bucket's Grams are only as large
+    # as it needs (min(N, changing probes)), padding with all-zero columns.
+    changing = changing_probes(packed, units)[chosen]
+    out = np.empty(len(chosen))
+    for size, members in _size_buckets(changing, n_ckpt):
+        index = chosen[members]
+        step = max(1, chunk_entries // (n_ckpt * probes))
+        done = 0
+        for slab in _unit_slabs(packed, index, step, device):
+            part = members[done : done + slab.shape[0]]
+            done += slab.shape[0]
+            if size < n_ckpt:  # each unit's changing probes first, then all-zero (constant) columns
+                changed = slab.amax(1) != slab.amin(1)  # (c, D)
+                order = torch.sort((~changed).to(torch.uint8), dim=1, stable=True).indices[:, :size]
+                valid = torch.gather(changed, 1, order).to(slab.dtype)
+                slab = torch.gather(slab, 2, order[:, None, :].expand(-1, n_ckpt, -1)) * valid[:, None, :]
+            grams = _centred_grams(slab.float())
+            with _single_thread(grams.device):
+                top = torch.linalg.eigvalsh(grams)[:, -k:]  # ascending: the k largest (fewer if the Gram is smaller)
+            logs = top.clamp_min(0).sqrt().clamp_min(floor).log().sum(1) + (k - top.shape[1]) * math.log(floor)
+            out[part] = logs.cpu().numpy()
     return -np.sort(-out) if sort else out
+
+
+def changing_probes(packed: np.ndarray, units: int) -> np.ndarray:
+    """Per unit, on how many probe inputs its state ever changes over the checkpoints: ``(M,)`` int64."""
+    ever_on = np.bitwise_or.reduce(packed, axis=0)
+    always_on = np.bitwise_and.reduce(packed, axis=0)
+    changed = np.unpackbits(ever_on ^ always_on, axis=-1, count=units)  # (D, M)
+    return changed.sum(axis=0, dtype=np.int64)
+
+
+def _size_buckets(changing: np.ndarray, n_ckpt: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Group units by Gram size: powers of two above their count of changing probes, capped at ``N``."""
+    sizes = np.minimum(2 ** np.ceil(np.log2(np.maximum(changing, 1))).astype(np.int64), n_ckpt)
+    for size in np.unique(sizes):
+        yield int(size), np.flatnonzero(sizes == size)
 
 
 def exploration_metrics(

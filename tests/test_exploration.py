@@ -39,6 +39,27 @@ def test_metrics_equal_references_on_random_configurations(shape):
     assert_metrics_match(random_configs(shape, seed=sum(shape)))
 
 
+def drifting_configs(n, d, m, seed):
+    """Configurations as training makes them: each unit flips on a few probes per checkpoint,
+    at a rate of its own (some never), so units change on anywhere from 0 to all probes."""
+    rng = np.random.default_rng(seed)
+    rate = rng.choice([0.0, 1e-4, 1e-3, 1e-2, 0.3], size=m)
+    flips = rng.random((n - 1, d, m)) < rate
+    start = rng.random((1, d, m)) < 0.5
+    return np.concatenate([start, start ^ np.cumsum(flips, axis=0).astype(bool) % 2], axis=0).astype(bool)
+
+
+@pytest.mark.parametrize("shape", [(40, 300, 50), (12, 64, 33)])
+def test_volume_restricted_to_changing_probes_equals_reference(shape):
+    """Units changing on few probes get small Grams (every size bucket); the volumes still match."""
+    configs = drifting_configs(*shape, seed=3)
+    changing = ex.changing_probes(pack_bits(configs), shape[2])
+    np.testing.assert_array_equal(changing, (configs.max(0) != configs.min(0)).sum(0))
+    assert changing.min() == 0 and changing.max() >= shape[0] and ((changing > 0) & (changing < shape[0] // 2)).any()
+    assert_metrics_match(configs)
+    assert_metrics_match(configs, values=5, floor=1e-2)
+
+
 @pytest.mark.parametrize("fill", [False, True])
 def test_all_zero_and_all_one_configurations(fill):
     configs = np.full((5, 6, 11), fill)
