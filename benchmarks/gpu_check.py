@@ -56,6 +56,7 @@ TINY = {
     "taylor_neurons": 2, "taylor_input_neurons": 1, "taylor_conv_neurons": 2,
     "taylor_round_stride": 4, "taylor_input_stride": 4, "sign_round_stride": 4, "taylor_samples": 8,
     "taylor_box_scales": "inf", "taylor_box_scales_ce": "1", "taylor_ce_tol": 1e-6,
+    "taylor_replay_stride": 4, "taylor_replay_samples": 8, "taylor_replay_iter": 50,
 }
 # Per recorder class, the attributes holding one entry per group (cut together to time one
 # group's solve); a Taylor recorder of another class is timed whole.
