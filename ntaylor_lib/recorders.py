@@ -516,7 +516,8 @@ class CEFactorRecorder(TaylorRecorder):
             offset = f - shift.sum(2) if g.joint else f[:, :, None] - shift  # (N, K) or (N, K, C)
             row.update(offset=offset, y=y)
             self.thetas[i].append(theta.double().cpu())
-            self.rows[i].append({k: v.to(self.dtype) if v.is_floating_point() else v for k, v in row.items()})
+            # kept in host memory: on a GPU they would grow with the recorded rounds
+            self.rows[i].append({k: (v.to(self.dtype) if v.is_floating_point() else v).cpu() for k, v in row.items()})
 
     def problem_data(self, i: int, neuron: int | None = None) -> dict[str, torch.Tensor]:
         """Group ``i``'s factors over all recorded rounds in float64 (one neuron's when given)."""
