@@ -236,34 +236,36 @@ class MSEStatsRecorder(TaylorRecorder):
         pre, inputs = _stacked_trace(weights, biases, x)
         e = pre[-1] - y
         depth = len(weights)
-        # Full Grams where a layer is solved jointly or a neuron group sits one layer below.
-        full_from = min([depth] + [g.layer if g.joint else g.layer + 1 for g in (self.groups[i] for i in active)])
-        diagonals = {g.layer: g.neurons for g in (self.groups[i] for i in active)
-                     if not g.joint and g.layer < full_from}
-        grams, diags, resid = _stacked_grams(weights, pre, e, full_from, diagonals)
+        chosen = [self.groups[i] for i in active]
+        every = [g.layer for i, g in zip(active, chosen) if not self.factor[i]]
+        lowest = min(g.layer for g in chosen)
+        # Groups on the input stride (per-sample factors) need their rounds only: below the
+        # lowest group that needs every round, the recursion runs on those rounds alone.
+        cut = min(every) if every else depth + 1
+        grams, diags, resid = _stacked_grams(
+            weights, pre, e, full={g.layer for g in chosen if g.joint},
+            diagonals={g.layer: g.neurons for g in chosen if not g.joint and g.layer < depth},
+            lowest=lowest, cut=cut, subset=active_rounds)
         ee = e.pow(2).sum(2)  # (R, N): ||f - y||^2
         for i in active:
             g = self.groups[i]
-            if g.joint:
-                gram = grams[g.layer]
-            elif g.layer == depth:
-                gram = None  # output neurons: J_L is the identity
-            elif g.layer in diags and g.layer < full_from:
-                gram = diags[g.layer]
-            else:
-                gram = grams[g.layer].diagonal(dim1=2, dim2=3)[..., g.neurons]
+            gram = grams[g.layer] if g.joint else diags.get(g.layer)  # None for output neurons: J_L = I
             r, a = resid[g.layer], pre[g.layer - 1]
             xt = torch.nn.functional.pad(inputs[g.layer - 1], (0, 1), value=1.0)
-            parts = (gram, r, a, xt, ee)
-            if self.factor[i]:  # only the rounds on the input stride
-                parts = tuple(None if t is None else t[active_rounds] for t in parts)
-            parts = tuple(None if t is None else t.flatten(0, 1) for t in parts)  # rounds x samples
+            if self.factor[i]:  # only the rounds on the input stride (some already are, below the cut)
+                pick = lambda t: t if t is None or t.shape[0] != len(rounds) else t[active_rounds]  # noqa: E731
+                gram, r, a, xt, ee_i = (pick(t) for t in (gram, r, a, xt, ee))
+            else:
+                ee_i = ee
+            parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt, ee_i))  # rounds x samples
             (self._add_layer if g.joint else self._add_neurons)(i, *parts)
 
     def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
         for i, g in enumerate(self.groups):
-            theta = torch.cat([weights[g.layer - 1], biases[g.layer - 1][:, :, None]], 2)[:, g.neurons].double()
-            lo, hi = theta.amin(0), theta.amax(0)
+            index = torch.as_tensor(g.neurons, device=weights[0].device)
+            w, b = weights[g.layer - 1].index_select(1, index), biases[g.layer - 1].index_select(1, index)
+            lo = torch.cat([w.amin(0), b.amin(0)[:, None]], 1).double()  # (C, Q) as layer_matrix
+            hi = torch.cat([w.amax(0), b.amax(0)[:, None]], 1).double()
             self.lower[i] = lo if self.lower[i] is None else torch.minimum(self.lower[i], lo)
             self.upper[i] = hi if self.upper[i] is None else torch.maximum(self.upper[i], hi)
 
@@ -277,11 +279,13 @@ class MSEStatsRecorder(TaylorRecorder):
         """``H += sum_d (x~ x~^T) kron Gram`` on both factors' upper triangles, ``g += sum_d (Gram a - r) x~^T``."""
         c, q = a.shape[1], xt.shape[1]
         iq, jq = torch.triu_indices(q, q, device=xt.device)
-        ic, jc = torch.triu_indices(c, c, device=xt.device)
-        ga = (gram @ a[:, :, None]).squeeze(2)
+        upper_c = torch.triu_indices(c, c, device=xt.device)
+        upper_c = upper_c[0] * c + upper_c[1]
+        ga = torch.einsum("ncd,nd->nc", gram, a)
         self._add(
             i,
-            kron=(xt[:, iq] * xt[:, jq]).T @ gram[:, ic, jc],  # (q(q+1)/2, c(c+1)/2)
+            # (q(q+1)/2, c(c+1)/2); index_select: far faster than advanced indexing on the CPU
+            kron=(xt.index_select(1, iq) * xt.index_select(1, jq)).T @ gram.reshape(-1, c * c).index_select(1, upper_c),
             g=(ga - r).T @ xt,
             s=((ga * a).sum() - 2 * (a * r).sum() + ee.sum()).reshape(1),
             count=torch.tensor([float(xt.shape[0])]),
@@ -401,58 +405,77 @@ def _stacked_trace(weights: list[torch.Tensor], biases: list[torch.Tensor], x: t
     for l, (w, b) in enumerate(zip(weights, biases)):
         inputs.append(h)
         pre.append(torch.baddbmm(b[:, None, :], h, w.transpose(1, 2)))
-        h = torch.relu(pre[-1])
+        if l < len(weights) - 1:
+            h = torch.relu(pre[-1])
     return pre, inputs
 
 
-def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torch.Tensor, full_from: int,
-                   diagonals: Mapping[int, Sequence[int]] = {}):
+def _output_factor(w_last: torch.Tensor) -> torch.Tensor:
+    """``F`` with ``F^T F = W_L^T W_L`` per round: ``W_L`` itself, or a Cholesky factor when ``K > C``."""
+    k, c = w_last.shape[1:]
+    if k <= c:
+        return w_last
+    a = (w_last.transpose(1, 2) @ w_last).double()
+    chol, info = torch.linalg.cholesky_ex(a)
+    if bool(info.any()):  # singular: a square root from the eigendecomposition
+        lam, q = torch.linalg.eigh(a)
+        chol = q * lam.clamp_min(0).sqrt()[:, None, :]
+    return chol.transpose(1, 2).to(w_last.dtype)
+
+
+def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torch.Tensor, full: set[int],
+                   diagonals: Mapping[int, Sequence[int]], lowest: int, cut: int = 0,
+                   subset: torch.Tensor | None = None):
     """Per-sample Grams ``Gram_l = J_L^T J_L`` of the output by the pre-activations, and ``r_l = J_L^T e``.
 
-    One backward recursion ``Gram_l = D_l W_{l+1}^T Gram_{l+1} W_{l+1} D_l`` from
-    ``Gram_{L-1} = D W_L^T W_L D`` (``None`` for the output layer, whose ``J_L`` is the
-    identity). Each step is two GEMMs with the round as batch and samples x rows as
-    the long dimension, not ``R N`` small products.
+    ``J_L`` is carried as a factor ``F_l`` with ``F_l^T F_l = Gram_l`` and only ``min(K, C_{L-1})``
+    rows: ``F_{L-1} = F D_{L-1}`` with ``F^T F = W_L^T W_L``, then ``F_l = F_{l+1} W_{l+1} D_l``,
+    one GEMM per layer with the round as batch and samples x rows as the long dimension.
+    A full Gram is formed only where a layer is solved whole; a neuron's ``Gram_l[alpha, alpha]``
+    is the squared norm of column ``alpha`` of ``F_l``.
 
     Args:
         weights: ``W_l`` ``(R, C_l, C_{l-1})`` per layer, one per round.
         pre, e: pre-activations ``(R, N, C_l)`` and output errors ``(R, N, K)``.
-        full_from: the full ``(R, N, C, C)`` Grams are formed for layers ``>= full_from``.
-        diagonals: ``{l: neurons}`` below ``full_from`` whose ``Gram_l[alpha, alpha]`` is
-            needed, formed from ``Gram_{l+1}`` without the full ``Gram_l``.
+        full: layers whose full ``(R, N, C, C)`` Gram is returned.
+        diagonals: ``{l: neurons}`` whose ``(R, N, m)`` diagonal entries are returned.
+        lowest: the lowest layer needed.
+        cut, subset: below layer ``cut`` only the rounds ``subset`` (a bool ``(R,)``) are computed.
 
     Returns:
-        ``grams[l]``, ``diags[l]`` ``(R, N, len(neurons))`` and ``resid[l]`` ``(R, N, C_l)`` for
-        every layer down to the lowest requested.
+        ``grams[l]``, ``diags[l]`` and ``resid[l]`` ``(R, N, C_l)`` (``R`` = the subset's rounds below ``cut``).
     """
     depth = len(weights)
-    lowest = min([full_from, *diagonals])
     grams: dict[int, torch.Tensor | None] = {depth: None}
     diags: dict[int, torch.Tensor] = {}
     resid = {depth: e}
+    ft = None  # F_l transposed and laid out (R, C_l, N, rows): each step is one GEMM per round
     for l in range(depth - 1, lowest - 1, -1):
-        mask = (pre[l - 1] > 0).to(e.dtype)  # (R, N, C_l)
-        w = weights[l]  # layer l+1: (R, C', C) with C' = C_{l+1}, C = C_l
-        r, n, (c_out, c) = w.shape[0], mask.shape[1], w.shape[1:]
-        resid[l] = torch.bmm(resid[l + 1], w) * mask
-        if l == depth - 1:
-            if l >= full_from:
-                grams[l] = (w.transpose(1, 2) @ w)[:, None] * mask[..., :, None] * mask[..., None, :]
-            elif l in diagonals:
-                idx = list(diagonals[l])
-                diags[l] = w[:, :, idx].pow(2).sum(1)[:, None] * mask[..., idx]
-            continue
-        g_next = grams[l + 1].reshape(r, n * c_out, c_out)
-        if l >= full_from:
-            t = torch.bmm(g_next, w).view(r, n, c_out, c)  # Gram_{l+1} W per sample
-            t = t.transpose(2, 3).reshape(r, n * c, c_out)
-            gram = torch.bmm(t, w).view(r, n, c, c)  # W^T Gram_{l+1} W per sample
-            grams[l] = gram.mul_(mask[..., :, None]).mul_(mask[..., None, :])
-        elif l in diagonals:
+        mask, w, r_next = (pre[l - 1] > 0).to(e.dtype), weights[l], resid[l + 1]  # w: layer l+1, (R, C', C)
+        if subset is not None and l < cut:
+            mask, w = mask[subset], w[subset]
+            if l == cut - 1:
+                r_next = r_next[subset]
+                ft = None if ft is None else ft[subset]
+        resid[l] = torch.bmm(r_next, w) * mask
+        r, n, c = mask.shape
+        gate = mask.transpose(1, 2).contiguous()[..., None]  # (R, C, N, 1)
+        if l == depth - 1 and l in diagonals:  # Gram_{L-1}[alpha, alpha] = ||W_L[:, alpha]||^2 where active
             idx = list(diagonals[l])
-            wi = w[:, :, idx]  # (R, C', m)
-            t = torch.bmm(g_next, wi).view(r, n, c_out, len(idx))
-            diags[l] = (t * wi[:, None]).sum(2) * mask[..., idx]
+            diags[l] = w[:, :, idx].square().sum(1)[:, None, :] * mask[..., idx]
+            if lowest == l and l not in full:
+                continue
+        if ft is None:
+            ft = _output_factor(w).transpose(1, 2).contiguous()[:, :, None, :] * gate  # (R, C, N, rows)
+        else:
+            rows = ft.shape[3]
+            ft = torch.bmm(w.transpose(1, 2), ft.reshape(r, -1, n * rows)).view(r, c, n, rows).mul_(gate)
+        if l in full:
+            per_sample = ft.permute(0, 2, 1, 3).reshape(r * n, c, -1)  # (R N, C, rows)
+            grams[l] = torch.bmm(per_sample, per_sample.transpose(1, 2)).view(r, n, c, c)
+        if l in diagonals and l not in diags:
+            chosen = ft[:, list(diagonals[l])]
+            diags[l] = torch.linalg.vecdot(chosen, chosen).transpose(1, 2)  # (R, N, m)
     return grams, diags, resid
 
 

@@ -1,3 +1,4 @@
+import copy
 import math
 from types import SimpleNamespace
 
@@ -163,3 +164,27 @@ def test_box_quadratic_matches_bvls_on_random_problems(seed):
     reference = lsq_linear(a, b, bounds=(lo, hi), method="bvls", tol=1e-14).x
     expected = float(np.sum((a @ reference - b) ** 2) / m)
     np.testing.assert_allclose(value, expected, rtol=1e-9)
+
+
+def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_rounds():
+    """Buffering rounds changes nothing; neurons on the input stride are solved from their rounds only."""
+    _, net, _ = small_nets()[0]
+    batches = dense_batches(net, rounds=8)
+    groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(2, [0, 2], False), Group(3, [0, 6], False)]
+    out = {}
+    for chunk in (1, 3, 8):
+        rec = MSEStatsRecorder(groups, box_scales=(math.inf,), factor_width=6, input_stride=2, chunk_rounds=chunk)
+        trained = copy.deepcopy(net)
+        snaps = drive(rec, trained, batches, "autoencoder")
+        out[chunk] = rec.arrays()
+    for chunk in (3, 8):
+        np.testing.assert_allclose(out[chunk]["optimum"], out[1]["optimum"], rtol=1e-10)
+        np.testing.assert_array_equal(out[chunk]["samples_used"], out[1]["samples_used"])
+    k = net.layer(net.depth).out_features
+    for e, last in enumerate((4, 8)):
+        used = [n for n in range(last) if n % 2 == 0]
+        a, b = rows_at(trained, [snaps[n] for n in used], [batches[n] for n in used], Scale(1, 1), "autoencoder")
+        v = np.linalg.lstsq(a, b, rcond=None)[0]
+        m = len(used) * batches[0][0].shape[0] * k
+        assert out[8]["labels"][1] == "layer1/neuron1"
+        np.testing.assert_allclose(out[8]["optimum"][1, 0, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
