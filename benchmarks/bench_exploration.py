@@ -1,14 +1,21 @@
 """Exploration metrics: the fast paths of ``ntaylor_lib.exploration`` against the NumPy references.
 
-Random configurations (each entry active with probability 1/2; neither path's cost
-depends on the values) with N = 100 checkpoints and D = 1000 probe inputs, for M = 180
-(the autoencoder) and M of the MNIST convnet at width 16 (and, with ``--wide``, 64).
+Two kinds of configurations with N = 100 checkpoints and D = 1000 probe inputs, for
+M = 180 (the autoencoder) and M of the MNIST convnet at width 16 (and, with ``--wide``, 64):
+
+* random (each entry active with probability 1/2): the worst case of the log-volume's
+  fast path, every unit changing on every probe, so every Gram is ``N x N``;
+* recorded from real training (RMSProp at the ``cpu`` profile, 10 epochs, a checkpoint
+  every few rounds, 100 of them kept evenly): as Figure 5 sees them, most units change on
+  few probes, and the log-volume only diagonalises Grams over the probes that change.
+
+The references' cost does not depend on the values.
 The fast paths run on all M units. Each reference costs time linear in M, so where
 timing it on all units would take too long it runs on the first ``m`` units only and
 its time is scaled by ``M / m``; the output says where. Prints seconds, the ratio
 (target: at least 50x) and the storage cost in bits per configuration entry.
 
-    .venv/bin/python benchmarks/bench_exploration.py [--wide] [--threads 2]
+    .venv/bin/python benchmarks/bench_exploration.py [--wide] [--threads 2] [--no-recorded]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 
 from ntaylor_lib.configurations import pack_bits
 from ntaylor_lib.exploration import (
+    changing_probes,
     log_volume,
     log_volume_reference,
     novelty,
@@ -50,10 +58,33 @@ def seconds(fn, *args, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def bench(n: int, d: int, m: int, label: str, ref_units: dict[str, int], rng: np.random.Generator) -> None:
+def random_packed(n: int, d: int, m: int, rng: np.random.Generator) -> np.ndarray:
     packed = rng.integers(0, 256, size=(n, d, (m + 7) // 8), dtype=np.uint8)
     if m % 8:
         packed[..., -1] &= np.uint8((0xFF << (8 - m % 8)) & 0xFF)  # padding bits stay zero, as pack_bits leaves them
+    return packed
+
+
+def recorded_packed(task: str, n: int, d: int) -> tuple[np.ndarray, int]:
+    """``n`` evenly spaced checkpoints of a real RMSProp run at the cpu profile, on ``d`` probes."""
+    from ntaylor_lib import get_profile, run_config, train
+    from ntaylor_lib.configurations import ConfigurationRecorder
+    from ntaylor_lib.data import task_data
+
+    params = get_profile("cpu", {"device": "cpu", "lr_source": "fixed", "probe_size": d})
+    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
+    rounds = config.epochs * (config.train_size // config.batch_size)
+    recorder = ConfigurationRecorder(round_stride=max(1, rounds // (2 * n)))
+    data = task_data(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
+    train(config, recorders=[recorder], data=data, progress=False)
+    arrays = recorder.arrays()
+    packed = arrays["packed"]
+    keep = np.unique(np.linspace(0, len(packed) - 1, n).round().astype(int))
+    return np.ascontiguousarray(packed[keep]), int(arrays["units"])
+
+
+def bench(packed: np.ndarray, m: int, label: str, ref_units: dict[str, int]) -> None:
+    n, d = packed.shape[:2]
     bits = 8 * packed.shape[-1] / m
     print(f"\n{label}: N={n}, D={d}, M={m}; packed {packed.nbytes / 2**20:.1f} MiB, {bits:.3f} bits per entry "
           f"(a bool array: 8)")
@@ -80,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wide", action="store_true", help="also the paper-scale width 64 (about 2 minutes more)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-recorded", action="store_true", help="skip the configurations of real runs (about a minute)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
@@ -87,11 +119,20 @@ def main() -> None:
           f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
     rng = np.random.default_rng(0)
     n, d = 100, 1000
-    bench(n, d, 180, "autoencoder", {"novelty": 180, "switches": 180, "log-volume": 180}, rng)
+    autoencoder_refs = {"novelty": 180, "switches": 180, "log-volume": 180}
+    convnet_refs = {"novelty": 360, "switches": 16656, "log-volume": 100}
+    bench(random_packed(n, d, 180, rng), 180, "autoencoder, random", autoencoder_refs)
     sizes = [16] + ([64] if args.wide else [])
     for width in sizes:
-        bench(n, d, convnet_units(width), f"convnet width {width} (MNIST)",
-              {"novelty": 360, "switches": 16656, "log-volume": 100}, rng)
+        m = convnet_units(width)
+        bench(random_packed(n, d, m, rng), m, f"convnet width {width} (MNIST), random", convnet_refs)
+    if not args.no_recorded:
+        packed, m = recorded_packed("autoencoder", n, d)
+        bench(packed, m, "autoencoder, recorded (RMSProp, cpu profile)", autoencoder_refs)
+        packed, m = recorded_packed("convnet", n, d)
+        changing = changing_probes(packed, m)
+        print(f"\nconvnet recording: units change on a median of {np.median(changing):.0f} of {d} probes")
+        bench(packed, m, "convnet width 16, recorded (RMSProp, cpu profile)", convnet_refs)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 2) -> None:
-    config = run_config(params, task, "rmsprop")
+    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
     data = task_data(task, config.dataset, 2048, 64, 16)
     torch.manual_seed(0)
     model = build_model(task, config.dataset, config.width)
@@ -45,35 +45,61 @@ def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 2) 
           f"{loop / fast:.0f}x)")
 
 
-def training(task: str, params) -> None:
-    config = run_config(params, task, "rmsprop")
+def recorder_capture(params, loop_samples: int = 2) -> None:
+    """What the convnet's factor recorder captures on a recorded round (every scale it
+    tracks: layer 1 whole, conv and dense neurons) against the autograd loop computing
+    the same Jacobians (one backward per sample and output gives every layer's)."""
+    config = run_config(params, "convnet", "rmsprop", lr=params["lr_convnet_rmsprop"])
+    data = task_data("convnet", config.dataset, 2048, 64, 16)
+    torch.manual_seed(0)
+    model = build_model("convnet", config.dataset, config.width)
+    recorder = taylor_recorders("convnet", params, solve_at_end=False)[0]
+    recorder.setup(model, data, config)
+    x, y = data.train_x[: config.batch_size], data.train_y[: config.batch_size]
+    samples = recorder.samples or config.batch_size
+    fast = best_of(lambda: recorder.on_round(0, model, x, y), repeat=3)
+    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], Scale()), repeat=1) * samples / loop_samples
+    print(f"convnet factor recorder, one recorded round ({len(recorder.groups)} groups, {samples} samples): "
+          f"{fast * 1e3:.1f} ms, autograd.grad loop {loop * 1e3:.0f} ms (scaled from {loop_samples} samples, "
+          f"{loop / fast:.0f}x)")
+
+
+def training(task: str, params, label: str = "") -> None:
+    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
     data = task_data(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
     train(config, data=data, progress=False)  # warm-up: allocator, kernels
-    plain = best_of(lambda: train(config, data=data, progress=False), repeat=1)
+    plain = best_of(lambda: train(config, data=data, progress=False), repeat=2)
     recorders = taylor_recorders(task, params, solve_at_end=False)
     start = time.perf_counter()
     train(config, recorders=recorders, data=data, progress=False)
     recorded = time.perf_counter() - start
-    start = time.perf_counter()
-    recorders[0].solve()
-    solve = time.perf_counter() - start
-    horizons = len(recorders[0].horizons)
-    scales = len(recorders[0].arrays()["labels"])
-    print(f"{task} training ({config.epochs} epochs, {params['train_size']} samples): plain {plain:.1f} s, "
-          f"with recorders {recorded:.1f} s ({recorded / plain:.2f}x); solve {solve:.1f} s for {scales} scales x "
-          f"{len(recorders[0].box_scales)} boxes = {solve / horizons:.1f} s per horizon")
+    print(f"{task}{label} training ({config.epochs} epochs, {params['train_size']} samples): plain {plain:.2f} s, "
+          f"with recorders {recorded:.2f} s ({recorded / plain:.2f}x)")
+    for recorder in recorders:
+        start = time.perf_counter()
+        recorder.solve()
+        solve = time.perf_counter() - start
+        horizons = len(recorder.horizons)
+        scales = len(recorder.arrays()["labels"])
+        print(f"  solve {recorder.name}: {solve:.1f} s for {scales} scales x {len(recorder.box_scales)} boxes = "
+              f"{solve / horizons:.2f} s per horizon")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    params = get_profile("cpu", {"epochs": args.epochs, "device": "cpu"})
+    params = get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed"})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     capture("autoencoder", params, Scale(3), 64)
     capture("convnet", params, Scale(2), 128)
-    training("autoencoder", params)
-    training("convnet", params)
+    capture("convnet", params, Scale(2, 0), 128)
+    recorder_capture(params)
+    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)")
+    training("autoencoder", get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed", "taylor_neurons": 50,
+                                                "taylor_input_neurons": 50}),
+             " (layer 3, 50 neurons of every layer)")
+    training("convnet", params, " (cpu profile)")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    params = get_profile(args.profile, {"epochs": args.epochs, "device": "cpu"})
+    # the profile's fixed rates: a benchmark must not depend on a tuning having run
+    params = get_profile(args.profile, {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed"})
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, profile {args.profile}, {args.epochs} epochs, best of {args.repeats}")
     print(f"{'task':<12} {'rounds/epoch':>12} {'bare s/epoch':>13} {'ours s/epoch':>13} {'ratio':>6}")
