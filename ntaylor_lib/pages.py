@@ -19,6 +19,22 @@ def figure_dir(params: Mapping[str, Any]) -> Path:
     return default_results_root() / "figures" / str(params["profile"])
 
 
+def _shown_value(params: Mapping[str, Any], key: str) -> str:
+    """A parameter as the runs use it: a learning rate from the tuning when ``lr_source`` is tuned."""
+    from .profiles import OPTIMIZERS, TASKS, ParameterError
+
+    for task in TASKS:
+        for optimizer in OPTIMIZERS:
+            if key == f"lr_{task}_{optimizer}" and params.get("lr_source") == "tuned" and key not in params.get("overridden", ()):
+                from .tuning import learning_rate
+
+                try:
+                    return f"{learning_rate(params, task, optimizer):g} (tuned; profile default {params[key]:g})"
+                except ParameterError:
+                    return f"{params[key]:g} (tuning not run yet)"
+    return str(params[key])
+
+
 def page_setup(profile: str, overrides: Mapping[str, Any] | None = None, keys: Sequence[str] = ()) -> Mapping[str, Any]:
     """Resolve the page's profile and show, at the top of the page, what it runs with.
 
@@ -36,7 +52,7 @@ def page_setup(profile: str, overrides: Mapping[str, Any] | None = None, keys: S
     changed = set(overrides or {})
     note = f" with {', '.join(f'<code>{escape(k)}</code>' for k in sorted(changed))} overridden" if changed else ""
     rows = "".join(
-        f"<tr><td><code>{escape(k)}</code></td><td><code>{escape(str(params[k]))}</code>"
+        f"<tr><td><code>{escape(k)}</code></td><td><code>{escape(_shown_value(params, k))}</code>"
         f"{' (set)' if k in changed else ''}</td></tr>"
         for k in keys
     )
