@@ -487,7 +487,7 @@ class CEFactorRecorder(TaylorRecorder):
     Dense layers keep ``(J^L_l[:, :, alpha], x~)`` per sample (``K C + Q`` numbers), conv
     layers the per-neuron Jacobians ``(K, Q)``; with each, the offset ``b = f - J theta^n``
     so that ``b + J V`` is the Taylor approximation. Whole conv layers beyond the first
-    are too large for this; they are not handled here.
+    are too large for this: :class:`ntaylor_lib.replay.CEReplayRecorder` replays them from weight snapshots.
 
     Args:
         groups: the scales (:class:`Group`).
