@@ -202,9 +202,9 @@ def log_volume(
     # as it needs (min(N, changing probes)), padding with all-zero columns.
     changing = changing_probes(packed, units)[chosen]
     out = np.empty(len(chosen))
+    step = max(1, chunk_entries // (n_ckpt * probes))
     for size, members in _size_buckets(changing, n_ckpt):
         index = chosen[members]
-        step = max(1, chunk_entries // (n_ckpt * probes))
         done = 0
         for slab in _unit_slabs(packed, index, step, device):
             part = members[done : done + slab.shape[0]]
@@ -338,6 +338,7 @@ def log_volume_reference(
 __all__ = [
     "DEFAULT_FLOOR",
     "DEFAULT_VALUES",
+    "changing_probes",
     "exploration_metrics",
     "exploration_summary",
     "hamming_matrix",

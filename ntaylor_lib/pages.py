@@ -23,16 +23,17 @@ def _shown_value(params: Mapping[str, Any], key: str) -> str:
     """A parameter as the runs use it: a learning rate from the tuning when ``lr_source`` is tuned."""
     from .profiles import OPTIMIZERS, TASKS, ParameterError
 
-    for task in TASKS:
-        for optimizer in OPTIMIZERS:
-            if key == f"lr_{task}_{optimizer}" and params.get("lr_source") == "tuned" and key not in params.get("overridden", ()):
-                from .tuning import learning_rate
+    prefix, _, rest = key.partition("_")
+    task, _, optimizer = rest.rpartition("_")
+    tuned = params.get("lr_source") == "tuned" and key not in params.get("overridden", ())
+    if prefix != "lr" or task not in TASKS or optimizer not in OPTIMIZERS or not tuned:
+        return str(params[key])
+    from .tuning import learning_rate
 
-                try:
-                    return f"{learning_rate(params, task, optimizer):g} (tuned; profile default {params[key]:g})"
-                except ParameterError:
-                    return f"{params[key]:g} (tuning not run yet)"
-    return str(params[key])
+    try:
+        return f"{learning_rate(params, task, optimizer):g} (tuned; profile default {params[key]:g})"
+    except ParameterError:
+        return f"{params[key]:g} (tuning not run yet)"
 
 
 def page_setup(profile: str, overrides: Mapping[str, Any] | None = None, keys: Sequence[str] = ()) -> Mapping[str, Any]:

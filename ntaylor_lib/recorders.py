@@ -88,13 +88,16 @@ class TaylorRecorder(Recorder):
     def setup(self, model: ReluNet, data: Any, config: Any) -> None:
         self.epochs = config.epochs
 
+    def _widen_box(self, i: int, lower: torch.Tensor, upper: torch.Tensor) -> None:
+        """Grow group ``i``'s iterate box to include ``[lower, upper]`` (``(C, Q)`` float64)."""
+        self.lower[i] = lower.clone() if self.lower[i] is None else torch.minimum(self.lower[i], lower)
+        self.upper[i] = upper.clone() if self.upper[i] is None else torch.maximum(self.upper[i], upper)
+
     def _track_box(self, model: ReluNet) -> None:
         with torch.no_grad():
             for i, g in enumerate(self.groups):
                 theta = layer_matrix(model.layer(g.layer))[g.neurons].double()
-                lo, hi = self.lower[i], self.upper[i]
-                self.lower[i] = theta.clone() if lo is None else torch.minimum(lo, theta)
-                self.upper[i] = theta.clone() if hi is None else torch.maximum(hi, theta)
+                self._widen_box(i, theta, theta)
 
     def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
         if epoch == 0:
@@ -250,13 +253,12 @@ class MSEStatsRecorder(TaylorRecorder):
         for i in active:
             g = self.groups[i]
             gram = grams[g.layer] if g.joint else diags.get(g.layer)  # None for output neurons: J_L = I
-            r, a = resid[g.layer], pre[g.layer - 1]
+            r, a, ee_i = resid[g.layer], pre[g.layer - 1], ee
             xt = torch.nn.functional.pad(inputs[g.layer - 1], (0, 1), value=1.0)
-            if self.factor[i]:  # only the rounds on the input stride (some already are, below the cut)
-                pick = lambda t: t if t is None or t.shape[0] != len(rounds) else t[active_rounds]  # noqa: E731
-                gram, r, a, xt, ee_i = (pick(t) for t in (gram, r, a, xt, ee))
-            else:
-                ee_i = ee
+            if self.factor[i]:  # only the rounds on the input stride
+                a, xt, ee_i = a[active_rounds], xt[active_rounds], ee[active_rounds]
+                if g.layer >= cut:  # below the cut the recursion ran on those rounds already
+                    gram, r = (None if gram is None else gram[active_rounds]), r[active_rounds]
             parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt, ee_i))  # rounds x samples
             (self._add_layer if g.joint else self._add_neurons)(i, *parts)
 
@@ -264,10 +266,8 @@ class MSEStatsRecorder(TaylorRecorder):
         for i, g in enumerate(self.groups):
             index = torch.as_tensor(g.neurons, device=weights[0].device)
             w, b = weights[g.layer - 1].index_select(1, index), biases[g.layer - 1].index_select(1, index)
-            lo = torch.cat([w.amin(0), b.amin(0)[:, None]], 1).double()  # (C, Q) as layer_matrix
-            hi = torch.cat([w.amax(0), b.amax(0)[:, None]], 1).double()
-            self.lower[i] = lo if self.lower[i] is None else torch.minimum(self.lower[i], lo)
-            self.upper[i] = hi if self.upper[i] is None else torch.maximum(self.upper[i], hi)
+            self._widen_box(i, torch.cat([w.amin(0), b.amin(0)[:, None]], 1).double(),  # (C, Q) as layer_matrix
+                            torch.cat([w.amax(0), b.amax(0)[:, None]], 1).double())
 
     def _add(self, i: int, **parts: torch.Tensor) -> None:
         run = self.running[i]

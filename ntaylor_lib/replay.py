@@ -53,13 +53,12 @@ def layer_map(layer: nn.Module, inputs: torch.Tensor, v: torch.Tensor) -> torch.
 def replayed_round(model: ReluNet, flat: torch.Tensor, l: int, x: torch.Tensor):
     """One recorded round's Taylor approximation of layer ``l``, as ``(offset, apply, adjoint, theta_l)``.
 
-    ``model`` is a scratch copy, loaded here with ``flat`` (its parameters at ``theta^n``).
+    ``model`` gives the architecture and dtype; a copy of it is loaded with ``flat`` (the
+    parameters at ``theta^n``) and kept by the returned closures, which read its layers.
     ``offset`` ``(S, K)`` is ``T(0)``, ``apply(V) = J V``, ``adjoint(r) = J^T r``.
     """
-    torch.nn.utils.vector_to_parameters(flat.to(next(model.parameters()).dtype), model.parameters())
-    frozen = copy.deepcopy(model)  # the tail reads its layers at call time: keep theta^n
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    torch.nn.utils.vector_to_parameters(flat.to(next(frozen.parameters()).dtype), frozen.parameters())
     with torch.no_grad():
         trace = frozen.trace(x)
     layer, inputs, tail = frozen.layer(l), trace.inputs[l - 1], clamped_tail(frozen, l, trace)
@@ -129,7 +128,7 @@ class CEReplayRecorder(TaylorRecorder):
     def setup(self, model: ReluNet, data: Any, config: Any) -> None:
         super().setup(model, data, config)
         self.data = data
-        self.scratch = copy.deepcopy(model).to("cpu").double()
+        self.template = copy.deepcopy(model).to("cpu").double()  # the architecture each replayed round copies
 
     def on_batch(self, n: int, index: torch.Tensor) -> None:
         self._index = index
@@ -162,7 +161,7 @@ class CEReplayRecorder(TaylorRecorder):
         examples = [self._examples(r) for r in range(len(self.recorded))]
         optimum, used, loss = [], [], []
         for i, g in enumerate(self.groups):
-            rounds = [replayed_round(self.scratch, flat, g.layer, x.double()) for flat, (x, _) in
+            rounds = [replayed_round(self.template, flat, g.layer, x.double()) for flat, (x, _) in
                       zip(self.snapshots, examples)]
             targets = [y for _, y in examples]
             iterates = [r[3].numpy() for r in rounds]

@@ -68,6 +68,11 @@ def atomic_save_json(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
+def json_digest(obj: Any, length: int, default: Any = None) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``obj`` as sorted-key JSON (``default`` as in ``json.dumps``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:length]
+
+
 def run_key(config: RunConfig, recorders: Sequence[Recorder] = ()) -> str:
     """Hash of the configuration, the recorders' specs and the store format."""
     payload = {
@@ -75,7 +80,7 @@ def run_key(config: RunConfig, recorders: Sequence[Recorder] = ()) -> str:
         "config": config.to_dict(),
         "recorders": [{"name": r.name, **r.spec()} for r in recorders],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(payload, 16)
 
 
 def git_commit() -> str:

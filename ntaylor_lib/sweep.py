@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -175,7 +174,9 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _digest(obj: Any, n: int = 10) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+    from .store import json_digest
+
+    return json_digest(obj, n, default=str)
 
 
 def _slug(parameters: Mapping[str, Any]) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .profiles import OPTIMIZERS, TASKS, ParameterError, tuning_rates
-from .store import Run, RunStore, atomic_save_json, default_results_root, environment, run_key
+from .store import Run, RunStore, atomic_save_json, default_results_root, environment, json_digest, run_key
 from .training import RunConfig, resolve_device, run_config
 
 POINT_NOTEBOOK = Path(__file__).resolve().parent.parent / "book" / "points" / "lr_point.md"
@@ -227,7 +226,7 @@ def sweep_folder(params: Mapping[str, Any]) -> Path:
     overrides = overrides_of(params)
     name = "sweep"
     if overrides:
-        name += "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name += "-" + json_digest(overrides, 8, default=str)
     return tuning_dir(params["profile"]) / name
 
 
