@@ -293,6 +293,11 @@ def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parameter_names(name: str = DEFAULT_PROFILE) -> list[str]:
+    """The keys ``--set`` accepts (every profile has the same), sorted; not ``profile`` or ``overridden``."""
+    return sorted(_PROFILES[name])
+
+
 def get_profile(name: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     """The parameters of profile ``name`` with ``overrides`` applied and validated.
 
@@ -315,7 +320,7 @@ def get_profile(name: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None
     for key, value in (overrides or {}).items():
         if key not in params:
             raise ParameterError(
-                f"unknown parameter {key!r}; valid parameters: {', '.join(sorted(params))}"
+                f"unknown parameter {key!r}; valid parameters: {', '.join(parameter_names(name))}"
             )
         params[key] = _coerce(key, value, _PROFILES[name][key])
     _check(params)

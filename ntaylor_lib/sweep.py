@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .profiles import DEFAULT_PROFILE, ParameterError, get_profile
+from .profiles import DEFAULT_PROFILE, ParameterError, get_profile, parameter_names
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -81,10 +81,6 @@ def parse_value(text: str) -> bool | int | float | str:
     return text
 
 
-def _profile_keys() -> list[str]:
-    return sorted(k for k in get_profile(DEFAULT_PROFILE) if k != "profile")
-
-
 def parse_grid(specs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """The cartesian product of ``[(name, "v1,v2,..."), ...]``, values typed.
 
@@ -99,7 +95,7 @@ def parse_grid(specs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     Raises:
         ParameterError: a repeated name, an empty value, or a bad value of a profile key.
     """
-    keys = set(_profile_keys())
+    keys = set(parameter_names())
     axes: list[list[tuple[str, Any]]] = []
     seen: set[str] = set()
     for name, values in specs:
@@ -202,7 +198,7 @@ def plan_points(
     """
     defaults = parameter_defaults(read_notebook(source))
     profiled = {"profile", "overrides"} <= set(defaults)
-    keys = _profile_keys() if profiled else []
+    keys = parameter_names() if profiled else []
     points = []
     for index, point in enumerate(grid):
         merged = {**dict(base_parameters or {}), **dict(point)}
