@@ -53,8 +53,7 @@ def toc_files(root: Path = ROOT) -> list[str]:
 
 def is_notebook(path: Path) -> bool:
     """A MyST Markdown file is a notebook when its front matter names a kernel."""
-    head = path.read_text().split("\n---", 1)[0]
-    return path.suffix == ".md" and head.startswith("---") and "kernelspec:" in head
+    return path.suffix == ".md" and "kernelspec" in front_matter(path)
 
 
 def front_matter(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .store import atomic_save_json, default_results_root, environment
+from .training import resolve_device
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE)
@@ -251,7 +252,8 @@ def record(result: ClaimResult, profile: str, params: Mapping[str, Any] | None =
         "verdict": result.verdict, "reason": result.reason, "rule": result.rule,
         "numbers": [[k, v] for k, v in result.numbers.items()],  # pairs: JSON keeps their order
         "profile": profile, "overrides": dict(overrides or {}), "params": dict(params or {}),
-        "provenance": {**environment("cpu"), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "provenance": {**environment(resolve_device(str((params or {}).get("device", "cpu")))),
+                       "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
     path = record_path(result.claim, profile, root)
     atomic_save_json(payload, path)
