@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import vjp
+from torch.func import functional_call, vjp
 
 from .jacobians import clamped_tail, layer_matrix
 from .models import ReluNet
@@ -42,12 +42,7 @@ from .solver import CrossEntropyProblem, LinearOperator, solve_cross_entropy
 def layer_map(layer: nn.Module, inputs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Layer ``l``'s pre-activation with its parameters set to ``v`` (``(C, Q)`` as :func:`layer_matrix`)."""
     v = v.view(layer.weight.shape[0], -1)
-    weight, bias = v[:, :-1].reshape(layer.weight.shape), v[:, -1]
-    if isinstance(layer, nn.Linear):
-        return F.linear(inputs, weight, bias)
-    if isinstance(layer, nn.Conv2d):
-        return F.conv2d(inputs, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
-    raise TypeError(f"no replay rule for {type(layer).__name__}")
+    return functional_call(layer, {"weight": v[:, :-1].reshape(layer.weight.shape), "bias": v[:, -1]}, (inputs,))
 
 
 def replayed_round(model: ReluNet, flat: torch.Tensor, l: int, x: torch.Tensor):
