@@ -42,6 +42,22 @@ class Trace:
         return [a > 0 for a in self.pre[:-1]]
 
 
+def max_pool_2x2(x: torch.Tensor, return_indices: bool = False):
+    """``F.max_pool2d(x, 2)`` (and its switches), computed on a channels-last copy.
+
+    The same values and indices as on the default layout, exactly (a max picks, it does
+    not round), but PyTorch's CPU kernel for channels-last is several times faster: on the
+    convnet's first pool (batch 128, 16 x 28 x 28) 1.5 ms with both copies against 4.3 ms.
+    """
+    try:
+        out = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2, return_indices=return_indices)
+    except RuntimeError:  # inside torch.func.vmap, where only the default layout exists
+        return F.max_pool2d(x, 2, return_indices=return_indices)
+    if return_indices:
+        return out[0].contiguous(), out[1].contiguous()
+    return out.contiguous()
+
+
 class ReluNet(nn.Module):
     """A stack of dense or conv layers with ReLU and optional 2x2 max-pooling.
 
@@ -83,7 +99,7 @@ class ReluNet(nn.Module):
             if l < last:
                 x = F.relu(x)
                 if self.pool[l]:
-                    x = F.max_pool2d(x, 2)
+                    x = max_pool_2x2(x)
         return x
 
     def trace(self, x: torch.Tensor) -> Trace:
@@ -99,7 +115,7 @@ class ReluNet(nn.Module):
             if l < last:
                 x = F.relu(a)
                 if self.pool[l]:
-                    x, index = F.max_pool2d(x, 2, return_indices=True)
+                    x, index = max_pool_2x2(x, return_indices=True)
             switches.append(index)
         return Trace(inputs=inputs, pre=pre, pool_indices=switches)
 
