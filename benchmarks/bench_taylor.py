@@ -16,6 +16,7 @@ import time
 import torch
 
 from ntaylor_lib import get_profile, run_config, train
+from ntaylor_lib.allocator import retain_freed_memory
 from ntaylor_lib.data import task_data
 from ntaylor_lib.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
 from ntaylor_lib.models import build_model
@@ -31,7 +32,7 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 2) -> None:
+def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 8) -> None:
     config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
     data = task_data(task, config.dataset, 2048, 64, 16)
     torch.manual_seed(0)
@@ -88,9 +89,13 @@ def training(task: str, params, label: str = "") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="keep glibc's default allocator settings (the library's entry points retain freed memory)")
     args = parser.parse_args()
+    # As the command line and the book do; the fast paths and their baselines run under the same setting.
+    retained = False if args.default_malloc else retain_freed_memory()
     params = get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed"})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, freed memory retained: {retained}")
     capture("autoencoder", params, Scale(3), 64)
     capture("convnet", params, Scale(2), 128)
     capture("convnet", params, Scale(2, 0), 128)

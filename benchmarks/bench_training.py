@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from ntaylor_lib.allocator import retain_freed_memory
 from ntaylor_lib.data import task_data
 from ntaylor_lib.losses import batch_loss
 from ntaylor_lib.models import build_model
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.allocator)
     # the profile's fixed rates: a benchmark must not depend on a tuning having run
     params = get_profile(args.profile, {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed"})
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

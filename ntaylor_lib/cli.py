@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .allocator import retain_freed_memory
+
+    retain_freed_memory()  # hot loops reuse freed blocks instead of page-faulting fresh ones
     try:
         if args.command == "data":
             from .data import prepare_cifar10, prepare_mnist

@@ -49,6 +49,9 @@ def page_setup(profile: str, overrides: Mapping[str, Any] | None = None, keys: S
     """
     from IPython.display import HTML, display
 
+    from .allocator import retain_freed_memory
+
+    retain_freed_memory()  # the page's kernel reuses freed blocks (ntaylor_lib.allocator)
     params = get_profile(profile, dict(overrides or {}))
     changed = set(overrides or {})
     note = f" with {', '.join(f'<code>{escape(k)}</code>' for k in sorted(changed))} overridden" if changed else ""
