@@ -35,6 +35,7 @@ import time  # noqa: E402
 import numpy as np
 import torch
 
+from ntaylor_lib.allocator import retain_freed_memory
 from ntaylor_lib.configurations import pack_bits
 from ntaylor_lib.exploration import (
     changing_probes,
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-recorded", action="store_true", help="skip the configurations of real runs (about a minute)")
     args = parser.parse_args()
+    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.allocator)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.threads} torch threads, "
