@@ -454,7 +454,7 @@ def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torc
         mask, w, r_next = (pre[l - 1] > 0).to(e.dtype), weights[l], resid[l + 1]  # w: layer l+1, (R, C', C)
         if subset is not None and l < cut:
             mask, w = mask[subset], w[subset]
-            if l == cut - 1:
+            if l == min(cut, depth) - 1:  # the first layer below the cut
                 r_next = r_next[subset]
                 ft = None if ft is None else ft[subset]
         resid[l] = torch.bmm(r_next, w) * mask

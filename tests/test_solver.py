@@ -77,6 +77,52 @@ def test_streaming_mse_optimum_equals_batch_least_squares(factor_width):
             np.testing.assert_allclose(out["optimum"][s, 0, e], np.sum((a @ boxed - b) ** 2) / m, rtol=1e-7)
 
 
+def test_streaming_mse_statistics_on_a_deep_autoencoder_shaped_net_equal_the_stacked_jacobians():
+    """Depth 6 with more outputs than the last hidden layer (the Cholesky output factor), a whole
+    layer away from the top and neurons of every layer, so each Gram comes from the folded first
+    step: ``H``, ``g`` and ``s`` of every scale and horizon equal ``A^T A``, ``A^T b`` and ``b^T b``
+    of the stacked per-sample Jacobians. (The statistics, not the optimum: on such small random
+    problems ``H`` has eigenvalues near 1e-12 of its largest, where the solver's pseudo-inverse
+    and ``lstsq`` legitimately disagree.)"""
+    torch.manual_seed(4)
+    sizes = (6, 5, 4, 3, 4, 5, 8)
+    net = ReluNet([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]).double()
+    batches = dense_batches(net, rounds=4, n=6, seed=5)
+    groups = [Group(3, [0, 1, 2], True), Group(2, [1, 3], False), Group(4, [2], False), Group(5, [0, 4], False),
+              Group(6, [7, 1], False)]
+    rec = MSEStatsRecorder(groups, box_scales=(math.inf,), chunk_rounds=3, solve_at_end=False)
+    snaps = drive(rec, net, batches, "autoencoder")
+    for i, g in enumerate(groups):
+        scales = [Scale(g.layer)] if g.joint else [Scale(g.layer, a) for a in g.neurons]
+        for e, (h, gv, s, count, _) in enumerate(rec._horizon_stats(i)):
+            rounds = 2 * (e + 1)
+            assert float(count[0]) == rounds * batches[0][0].shape[0]
+            hs, gs = (h[None], gv[None]) if g.joint else (h, gv)
+            for j, scale in enumerate(scales):
+                a, b = rows_at(net, snaps[:rounds], batches[:rounds], scale, "autoencoder")
+                np.testing.assert_allclose(hs[j].numpy(), a.T @ a, rtol=1e-10, atol=1e-12, err_msg=scale.label)
+                np.testing.assert_allclose(gs[j].numpy(), a.T @ b, rtol=1e-10, atol=1e-12, err_msg=scale.label)
+                np.testing.assert_allclose(float(s[j] if not g.joint else s[0]), b @ b, rtol=1e-10, err_msg=scale.label)
+
+
+def test_input_stride_groups_alone_use_their_rounds():
+    """With only per-sample-factor groups, every layer is computed on the strided rounds alone."""
+    _, net, _ = small_nets()[0]
+    batches = dense_batches(net, rounds=8)
+    rec = MSEStatsRecorder([Group(1, [1, 3], False)], box_scales=(math.inf,), factor_width=6, input_stride=2,
+                           chunk_rounds=3)
+    snaps = drive(rec, net, batches, "autoencoder")
+    out = rec.arrays()
+    k = net.layer(net.depth).out_features
+    for j, scale in enumerate((Scale(1, 1), Scale(1, 3))):
+        for e, last in enumerate((4, 8)):
+            used = [n for n in range(last) if n % 2 == 0]
+            a, b = rows_at(net, [snaps[n] for n in used], [batches[n] for n in used], scale, "autoencoder")
+            v = np.linalg.lstsq(a, b, rcond=None)[0]
+            m = len(used) * batches[0][0].shape[0] * k
+            np.testing.assert_allclose(out["optimum"][j, 0, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
+
+
 def rows_scale(net, state, scale):
     net.load_state_dict(state)
     return scale_vector(net, scale).detach().numpy()
