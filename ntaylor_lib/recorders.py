@@ -185,6 +185,7 @@ class MSEStatsRecorder(TaylorRecorder):
         self.running: list[dict[str, Any]] = [{} for _ in self.groups]
         self.snapshots: list[list[dict[str, Any]]] = [[] for _ in self.groups]
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._thetas: torch.Tensor | None = None  # (chunk_rounds, P): the buffered rounds' parameters
 
     def spec(self) -> dict[str, Any]:
         # "layout": the layer statistic is stored on symmetric triangles (checkpoints differ).
@@ -209,7 +210,12 @@ class MSEStatsRecorder(TaylorRecorder):
         self.rounds += 1
         if self._pending and self._pending[0][1].shape != x.shape:
             self._flush()  # a chunk holds minibatches of one size
-        flat = torch.cat([t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)])
+        tensors = [t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)]
+        size = sum(t.numel() for t in tensors)
+        if self._thetas is None or self._thetas.shape[1] != size or self._thetas.dtype != tensors[0].dtype:
+            self._thetas = tensors[0].new_empty(self.chunk_rounds, size)
+        # theta^n into the chunk's slot: a reused buffer, so the flush needs no stacking copy
+        flat = torch.cat(tensors, out=self._thetas[len(self._pending)])
         # x and y are fresh tensors each round (indexed from the data set), so a reference is enough.
         self._pending.append((n, x, y, flat))
         if len(self._pending) >= self.chunk_rounds:
@@ -229,7 +235,9 @@ class MSEStatsRecorder(TaylorRecorder):
             return
         rounds, xs, ys, flats = zip(*self._pending)
         self._pending = []
-        weights, biases = self._unflatten(torch.stack(flats))
+        # the rounds' thetas fill the buffer's first rows in order (stacked if they came from elsewhere)
+        stacked = self._thetas[: len(flats)] if flats[0].data_ptr() == self._thetas.data_ptr() else torch.stack(flats)
+        weights, biases = self._unflatten(stacked)
         self._track_stacked_box(weights, biases)
         active_rounds = torch.tensor([n % self.input_stride == 0 for n in rounds])
         active = [i for i, g in enumerate(self.groups) if not self.factor[i] or bool(active_rounds.any())]
