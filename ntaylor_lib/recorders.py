@@ -212,8 +212,9 @@ class MSEStatsRecorder(TaylorRecorder):
             self._flush()  # a chunk holds minibatches of one size
         tensors = [t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)]
         size = sum(t.numel() for t in tensors)
-        if self._thetas is None or self._thetas.shape[1] != size or self._thetas.dtype != tensors[0].dtype:
-            self._thetas = tensors[0].new_empty(self.chunk_rounds, size)
+        like = tensors[0]
+        if self._thetas is None or self._thetas.shape[1] != size or (self._thetas.dtype, self._thetas.device) != (like.dtype, like.device):
+            self._thetas = like.new_empty(self.chunk_rounds, size)
         # theta^n into the chunk's slot: a reused buffer, so the flush needs no stacking copy
         flat = torch.cat(tensors, out=self._thetas[len(self._pending)])
         # x and y are fresh tensors each round (indexed from the data set), so a reference is enough.
