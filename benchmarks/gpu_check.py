@@ -32,7 +32,6 @@ book's packages nor torchvision. Run it through ``benchmarks/gpu_check.sh``:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import importlib
 import json
@@ -58,14 +57,6 @@ TINY = {
     "taylor_box_scales": "inf", "taylor_box_scales_ce": "1", "taylor_ce_tol": 1e-6,
     "taylor_replay_stride": 4, "taylor_replay_samples": 8, "taylor_replay_iter": 50,
 }
-# Per recorder class, the attributes holding one entry per group (cut together to time one
-# group's solve); a Taylor recorder of another class is timed whole.
-_PER_GROUP = {
-    "MSEStatsRecorder": ("lower", "upper", "running", "snapshots", "factor"),
-    "CEFactorRecorder": ("lower", "upper", "rows", "thetas"),
-}
-
-
 def preflight() -> dict[str, str | None]:
     """Versions of the optional packages the check can use (``None``: missing)."""
     found: dict[str, str | None] = {}
@@ -187,20 +178,6 @@ def epoch_state(recorders: Sequence, r_full: int, params: Mapping[str, Any]) -> 
     return {"per_epoch": per_epoch, "detail": detail}
 
 
-def _one_group(rec, i: int, neurons: int = 0):
-    """A shallow copy of a Taylor recorder holding only group ``i`` (its per-group lists cut to
-    that entry), and of a neuron group only its first ``neurons`` (0: all)."""
-    sub = copy.copy(rec)
-    group = rec.groups[i]
-    if neurons and not group.joint:
-        group = dataclasses.replace(group, neurons=group.neurons[:neurons])
-    sub.groups = [group]
-    for name in _PER_GROUP[type(rec).__name__]:
-        if isinstance(getattr(rec, name, None), list):
-            setattr(sub, name, [getattr(rec, name)[i]])
-    return sub
-
-
 def _timed(solve, device: str) -> float:
     sync(device)
     started = time.perf_counter()
@@ -212,12 +189,12 @@ def _timed(solve, device: str) -> float:
 def solve_seconds(recorders: Sequence, device: str, box: TimeBox, ce_neurons: int = 0) -> dict[str, Any]:
     """Seconds to solve one horizon's Taylor optima: every scale and box of every Taylor recorder.
 
-    Each group is solved alone (:meth:`TaylorRecorder.solve` on a copy holding that group),
+    Each group is solved alone (:meth:`TaylorRecorder.for_group`, then its ``solve``),
     so the time box is checked between groups; a group left unsolved when it runs out is
     estimated from the solved groups' mean seconds per scale (``groups_estimated`` says how
     many). Cross-entropy neurons are separate problems, solved one after another: of each
     such group only the first ``ce_neurons`` (0: all) are solved and the time scaled by
-    ``scales / solved``. Should a recorder not split by group, its whole solve is timed.
+    ``scales / solved``. Should a group's solve fail, the recorder's whole solve is timed instead.
     """
     from ntaylor_lib.recorders import CEFactorRecorder, TaylorRecorder
 
@@ -227,12 +204,10 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, ce_neurons: in
             continue
         rows = []
         try:
-            if type(rec).__name__ not in _PER_GROUP:
-                raise TypeError("not split by group")
             for i, group in enumerate(rec.groups):
                 scales = 1 if group.joint else len(group.neurons)
                 solved = min(ce_neurons, scales) if ce_neurons and isinstance(rec, CEFactorRecorder) else scales
-                seconds = _timed(_one_group(rec, i, solved).solve, device) if box.left() > 0 else None
+                seconds = _timed(rec.for_group(i, solved).solve, device) if box.left() > 0 else None
                 rows.append({"recorder": rec.name, "layer": group.layer, "joint": group.joint, "scales": scales,
                              "solved": solved, "boxes": len(rec.box_scales), "seconds_solved": seconds,
                              "seconds": None if seconds is None else seconds * scales / solved})

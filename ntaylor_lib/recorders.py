@@ -25,6 +25,8 @@ say which rounds were used so the book can state it.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ class TaylorRecorder(Recorder):
     """Shared bookkeeping: groups, iterate boxes, horizons, solve at the end, stored arrays."""
 
     name = "taylor"
+    #: attributes holding one entry per group, in group order (:meth:`for_group` cuts them)
+    per_group: tuple[str, ...] = ("lower", "upper")
 
     def __init__(self, groups: Sequence[Group], box_scales: Sequence[float] = (1.0,), solve_at_end: bool = True):
         self.groups = list(groups)
@@ -78,6 +82,20 @@ class TaylorRecorder(Recorder):
         self.horizons: list[int] = []
         self.rounds = 0
         self.result: dict[str, np.ndarray] = {}
+
+    def for_group(self, i: int, neurons: int = 0) -> TaylorRecorder:
+        """A shallow copy holding only group ``i`` (of a neuron group only its first ``neurons``;
+        0: all), whose :meth:`solve` solves that group alone: to time groups one by one, or to
+        spread them over workers. The recorded data are shared, not copied."""
+        sub = copy.copy(self)
+        group = self.groups[i]
+        if neurons and not group.joint:
+            group = dataclasses.replace(group, neurons=group.neurons[:neurons])
+        sub.groups = [group]
+        for name in self.per_group:
+            setattr(sub, name, [getattr(self, name)[i]])
+        sub.result = {}
+        return sub
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -176,6 +194,7 @@ class MSEStatsRecorder(TaylorRecorder):
     """
 
     name = "taylor_mse"
+    per_group = ("lower", "upper", "running", "snapshots", "factor")
 
     def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True,
                  chunk_rounds: int = 32):
@@ -507,6 +526,7 @@ class CEFactorRecorder(TaylorRecorder):
     """
 
     name = "taylor_ce"
+    per_group = ("lower", "upper", "rows", "thetas")
 
     def __init__(self, groups, stride: int = 1, samples: int = 0, box_scales=(1.0,), dtype=torch.float32,
                  solve_at_end=True, tol: float = 1e-10):

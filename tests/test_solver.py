@@ -123,6 +123,27 @@ def test_input_stride_groups_alone_use_their_rounds():
             np.testing.assert_allclose(out["optimum"][j, 0, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
 
 
+def test_each_group_solved_alone_gives_the_rows_of_the_whole_solve():
+    """``for_group(i).solve()`` (used to time groups one by one) equals group i's rows of ``solve()``."""
+    _, net, _ = small_nets()[0]
+    groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(3, [0, 6], False)]
+    rec = MSEStatsRecorder(groups, box_scales=(1.0, math.inf), factor_width=2)
+    drive(rec, net, dense_batches(net), "autoencoder")
+    whole, row = rec.arrays(), 0
+    for i, g in enumerate(groups):
+        sub = rec.for_group(i)
+        sub.solve()
+        part = sub.arrays()
+        count = len(g.labels())
+        np.testing.assert_array_equal(part["labels"], whole["labels"][row : row + count])
+        np.testing.assert_allclose(part["optimum"], whole["optimum"][row : row + count], rtol=1e-12)
+        row += count
+    first = rec.for_group(1, neurons=1)
+    first.solve()
+    assert list(first.arrays()["labels"]) == ["layer1/neuron1"]
+    np.testing.assert_allclose(first.arrays()["optimum"][0], whole["optimum"][1], rtol=1e-12)
+
+
 def rows_scale(net, state, scale):
     net.load_state_dict(state)
     return scale_vector(net, scale).detach().numpy()
