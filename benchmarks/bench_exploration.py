@@ -9,10 +9,10 @@ M = 180 (the autoencoder) and M of the MNIST convnet at width 16 (and, with ``--
   every few rounds, 100 of them kept evenly): as Figure 5 sees them, most units change on
   few probes, and the log-volume only diagonalises Grams over the probes that change.
 
-The references' cost does not depend on the values.
 The fast paths run on all M units. Each reference costs time linear in M, so where
-timing it on all units would take too long it runs on the first ``m`` units only and
-its time is scaled by ``M / m``; the output says where. Prints seconds, the ratio
+timing it on all units would take too long it runs on ``m`` units spread evenly over the
+network and its time is scaled by ``M / m``; the output says where. (The SVD's time
+depends on the values, so the first ``m`` units alone would not do.) Prints seconds, the ratio
 (target: at least 50x) and the storage cost in bits per configuration entry.
 
     .venv/bin/python benchmarks/bench_exploration.py [--wide] [--threads 2] [--no-recorded]
@@ -102,10 +102,31 @@ def bench(packed: np.ndarray, m: int, label: str, ref_units: dict[str, int]) -> 
     for name in fast:
         t_fast = seconds(fast[name])
         used = min(m, ref_units[name])
-        subset = np.unpackbits(packed[..., : (used + 7) // 8], axis=-1, count=used).astype(bool)
-        t_ref = seconds(slow[name], subset) * m / used
-        how = "measured" if used == m else f"timed on {used} units, x{m / used:.0f} (linear in M)"
+        # units spread evenly over the network: the SVD's time depends on the values (measured
+        # 3.9 ms a unit on evenly spread units of a recorded convnet, 13.9 ms on its first 100)
+        index = np.unique(np.linspace(0, m - 1, used).round().astype(np.int64))
+        # C order, as np.unpackbits would give (the gather alone leaves the unit axis outermost in memory)
+        subset = np.ascontiguousarray(((packed[:, :, index // 8] >> (7 - index % 8).astype(np.uint8)) & 1).astype(bool))
+        t_ref = seconds(slow[name], subset) * m / len(index)
+        how = "measured" if used == m else f"timed on {len(index)} units spread over M, x{m / len(index):.0f} (linear in M)"
         print(f"  {name:<10} fast {t_fast:8.3f} s   reference {t_ref:9.1f} s ({how})   ratio {t_ref / t_fast:7.0f}x")
+
+
+def eigvalsh_ceiling(n: int, d: int, rng: np.random.Generator, units: int = 200) -> None:
+    """The log-volume's floor: any exact method needs each unit's singular values, and the
+    cheapest route here is one LAPACK ``eigvalsh`` of the unit's ``N x N`` centred Gram. Timed
+    on ``units`` random units, one thread, against the reference's SVD of the same units."""
+    x = (rng.random((units, n, d)) < 0.5).astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    grams = torch.from_numpy(x @ x.transpose(0, 2, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_eig = seconds(torch.linalg.eigvalsh, grams) / units
+    torch.set_num_threads(threads)
+    t_svd = seconds(lambda: [np.linalg.svd(u, compute_uv=False) for u in x]) / units
+    print(f"\nlog-volume ceiling: eigvalsh of one {n} x {n} Gram {t_eig * 1e3:.2f} ms on one thread, the reference's "
+          f"SVD of one {n} x {d} matrix {t_svd * 1e3:.2f} ms: at most {t_svd / t_eig:.0f}x per core "
+          f"({threads * t_svd / t_eig:.0f}x on {threads} cores) before forming the Grams at all")
 
 
 def main() -> None:
@@ -122,7 +143,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n, d = 100, 1000
     autoencoder_refs = {"novelty": 180, "switches": 180, "log-volume": 180}
-    convnet_refs = {"novelty": 360, "switches": 16656, "log-volume": 100}
+    convnet_refs = {"novelty": 360, "switches": 16656, "log-volume": 300}
+    eigvalsh_ceiling(n, d, rng)
     bench(random_packed(n, d, 180, rng), 180, "autoencoder, random", autoencoder_refs)
     sizes = [16] + ([64] if args.wide else [])
     for width in sizes:

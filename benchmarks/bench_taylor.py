@@ -100,6 +100,8 @@ def main() -> None:
     capture("convnet", params, Scale(2), 128)
     capture("convnet", params, Scale(2, 0), 128)
     recorder_capture(params)
+    training("autoencoder", get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed", "taylor_neurons": 0,
+                                                "taylor_input_neurons": 0}), " (layer 3 alone)")
     training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)")
     training("autoencoder", get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed", "taylor_neurons": 50,
                                                 "taylor_input_neurons": 50}),
