@@ -12,10 +12,11 @@ Within one activation pattern each layer enters the output linearly, so
     J^n_l(x) = sum_p J^L_l(x)[:, :, p] outer U~_p   (conv; U~ = unfolded patches and a 1)
 
 with ``J^L_l = d f / d a_l`` the output-by-pre-activation Jacobian. It is computed in
-forward mode (one tangent per pre-activation unit of the scale) when the scale has
-fewer units than the network has outputs (the autoencoder) and in reverse mode (one
-cotangent per output) otherwise (the classifier), both batched with ``vmap`` over
-the tangents and over the samples at once. Shapes: ``N`` batch, ``K`` outputs,
+forward mode (one tangent per pre-activation unit of the scale, ``jvp`` batched with
+``vmap`` over the tangents and the samples at once) when the scale has fewer units than
+the network has outputs (the autoencoder), and in reverse mode otherwise (the
+classifier): one hand-written backward sweep, :func:`reverse_sweep`, carrying all ``K``
+cotangents through the clamped tail at once. Shapes: ``N`` batch, ``K`` outputs,
 ``C`` neurons of the scale, ``Q`` parameters per neuron, ``P`` parameters of the scale.
 
 Per-layer rules live in :data:`RULES`, keyed by module class (as in Opacus and
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, jacrev, jvp, vmap
 
 from .models import ReluNet, Trace
 
@@ -152,12 +153,9 @@ def reverse_sweep(model: ReluNet, trace: Trace, l: int) -> torch.Tensor:
         eye = torch.eye(k, dtype=trace.output.dtype, device=trace.output.device)
         return eye.view(1, k, *trace.output.shape[1:]).expand(n, k, *trace.output.shape[1:]).contiguous()
     layer = model.layers[last]
-    if isinstance(layer, nn.Linear):
-        g = layer.weight[None].expand(n, k, layer.in_features)
-    else:
-        eye = torch.eye(k, dtype=trace.output.dtype, device=trace.output.device)
-        g = _transpose_layer(layer, eye[None].expand(n, k, k).reshape(n, k, *trace.output.shape[1:]),
-                             trace.inputs[last].shape)
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"the reverse sweep needs a dense output layer (outputs (N, K)); got {type(layer).__name__}")
+    g = layer.weight[None].expand(n, k, layer.in_features)  # the identity's rows pulled through W_L
     for i in range(last - 1, l - 2, -1):
         # g is the cotangent of layer i's output after its ReLU and pool, flattened if a dense layer follows
         index, pre = trace.pool_indices[i], trace.pre[i]
@@ -185,7 +183,8 @@ def output_by_preactivation(
         trace: ``model.trace(x)`` at ``theta^n``.
         neurons: the units (conv: channels) kept; all when ``None``.
         mode: ``forward`` (one ``jvp`` per unit of the chosen neurons), ``reverse`` (one
-            ``vjp`` per output) or ``auto`` (forward when the units are fewer than ``K``).
+            :func:`reverse_sweep` carrying the ``K`` outputs' cotangents) or ``auto``
+            (forward when the units are fewer than ``K``).
 
     Returns:
         ``(N, K, C)`` for a dense layer, ``(N, K, C, H, W)`` for a conv layer.
@@ -197,13 +196,14 @@ def output_by_preactivation(
     units = len(idx) * int(torch.tensor(spatial).prod()) if spatial else len(idx)
     if mode == "auto":
         mode = "forward" if units < k else "reverse"
+    if mode == "reverse":
+        with torch.no_grad():  # a linear sweep by hand: nothing to record for autograd
+            g = reverse_sweep(model, trace, l)
+        return g if idx == list(range(a.shape[1])) else g[:, :, idx].contiguous()
+    if mode != "forward":
+        raise ValueError(f"mode={mode!r}; valid: auto, forward, reverse")
     tail = clamped_tail(model, l, trace)
     with torch.enable_grad():
-        if mode == "reverse":
-            g = reverse_sweep(model, trace, l).detach()
-            return g if idx == list(range(a.shape[1])) else g[:, :, idx].contiguous()
-        if mode != "forward":
-            raise ValueError(f"mode={mode!r}; valid: auto, forward, reverse")
         basis = torch.zeros(units, *a.shape[1:], dtype=a.dtype, device=a.device)
         flat = torch.arange(units, device=a.device)
         channel = torch.as_tensor(idx, device=a.device).repeat_interleave(units // len(idx))
