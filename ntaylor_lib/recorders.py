@@ -256,7 +256,8 @@ class MSEStatsRecorder(TaylorRecorder):
         rounds, xs, ys, flats = zip(*self._pending)
         self._pending = []
         # the rounds' thetas fill the buffer's first rows in order (stacked if they came from elsewhere)
-        stacked = self._thetas[: len(flats)] if flats[0].data_ptr() == self._thetas.data_ptr() else torch.stack(flats)
+        in_buffer = self._thetas is not None and flats[0].data_ptr() == self._thetas.data_ptr()
+        stacked = self._thetas[: len(flats)] if in_buffer else torch.stack(flats)
         weights, biases = self._unflatten(stacked)
         self._track_stacked_box(weights, biases)
         active_rounds = torch.tensor([n % self.input_stride == 0 for n in rounds])
