@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.configurations import pack_bits
 from ntaylor_lib.exploration import (
     changing_probes,
     log_volume,
@@ -113,9 +112,10 @@ def bench(packed: np.ndarray, m: int, label: str, ref_units: dict[str, int]) -> 
 
 
 def eigvalsh_ceiling(n: int, d: int, rng: np.random.Generator, units: int = 200) -> None:
-    """The log-volume's floor: any exact method needs each unit's singular values, and the
-    cheapest route here is one LAPACK ``eigvalsh`` of the unit's ``N x N`` centred Gram. Timed
-    on ``units`` random units, one thread, against the reference's SVD of the same units."""
+    """The log-volume's floor in time (the ceiling of its ratio): any exact method needs
+    each unit's singular values, and the cheapest route here is one LAPACK ``eigvalsh`` of
+    the unit's ``N x N`` centred Gram. Timed on ``units`` random units, one thread, against
+    the reference's SVD of the same units."""
     x = (rng.random((units, n, d)) < 0.5).astype(np.float64)
     x -= x.mean(axis=1, keepdims=True)
     grams = torch.from_numpy(x @ x.transpose(0, 2, 1))

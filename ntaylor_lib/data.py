@@ -370,7 +370,6 @@ def write_gpu_bundle(root: Path | None = None, folder: Path | None = None, verbo
     return sizes
 
 
-
 def load_gpu_bundle(name: str, folder: Path | None = None) -> dict[str, torch.Tensor] | None:
     """A dataset from the bundle as :func:`load_arrays` returns it (labels int64); ``None`` if absent."""
     path = Path(folder or gpu_bundle_dir()) / f"{name}.pt.gz"

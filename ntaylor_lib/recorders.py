@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .jacobians import RULES, layer_matrix, neuron_count, output_by_preactivation
+from .jacobians import RULES, layer_matrix, output_by_preactivation
 from .models import ReluNet
 from .solver import (
     CrossEntropyProblem, QuadraticProblem, dense_operator, iterate_box, jacobian_operator,
@@ -230,9 +229,9 @@ class MSEStatsRecorder(TaylorRecorder):
         if self._pending and self._pending[0][1].shape != x.shape:
             self._flush()  # a chunk holds minibatches of one size
         tensors = [t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)]
-        size = sum(t.numel() for t in tensors)
-        like = tensors[0]
-        if self._thetas is None or self._thetas.shape[1] != size or (self._thetas.dtype, self._thetas.device) != (like.dtype, like.device):
+        like, size = tensors[0], sum(t.numel() for t in tensors)
+        if self._thetas is None or (self._thetas.shape[1], self._thetas.dtype, self._thetas.device) != (
+                size, like.dtype, like.device):
             self._thetas = like.new_empty(self.chunk_rounds, size)
         # theta^n into the chunk's slot: a reused buffer, so the flush needs no stacking copy
         flat = torch.cat(tensors, out=self._thetas[len(self._pending)])
