@@ -175,8 +175,11 @@ class MSEStatsRecorder(TaylorRecorder):
 
     Rounds are buffered (``theta^n`` as one flat copy, the minibatch by reference) and
     processed ``chunk_rounds`` at a time, with the round as a batch dimension: one
-    batched forward trace, one backward Gram recursion and one product per statistic
-    per chunk instead of per round, so the per-round cost is a copy of the weights.
+    backward Gram recursion and one product per statistic per chunk instead of per round,
+    so the per-round cost is a copy of the weights. Under :func:`ntaylor_lib.training.train`
+    the recorder also keeps the training pass's pre-activations and loss gradients
+    (:meth:`on_backward`), so it repeats neither the forward pass nor the error recursion;
+    rounds driven through :meth:`on_round` alone get one batched forward pass per chunk.
     The layer statistic ``sum (x~ x~^T) kron Gram`` is accumulated on the upper
     triangles of both symmetric factors (a quarter of the products) and unfolded when
     solving.
@@ -194,6 +197,7 @@ class MSEStatsRecorder(TaylorRecorder):
 
     name = "taylor_mse"
     per_group = ("lower", "upper", "running", "snapshots", "factor")
+    uses_trace = True  # the training pass's pre-activations and gradients: no forward pass of its own
 
     def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True,
                  chunk_rounds: int = 32):
@@ -204,11 +208,12 @@ class MSEStatsRecorder(TaylorRecorder):
         self.snapshots: list[list[dict[str, Any]]] = [[] for _ in self.groups]
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._thetas: torch.Tensor | None = None  # (chunk_rounds, P): the buffered rounds' parameters
+        self._views: tuple[ReluNet, list[torch.Tensor]] | None = None
 
     def spec(self) -> dict[str, Any]:
-        # "layout": the layer statistic is stored on symmetric triangles (checkpoints differ).
+        # "layout": the layer and neuron statistics are stored on symmetric triangles (checkpoints differ).
         return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width,
-                "layout": "triangles"}
+                "layout": "triangles-v2"}
 
     def _factor_mode(self, model: ReluNet, g: Group) -> bool:
         return not g.joint and model.layer(g.layer).in_features + 1 > self.factor_width
@@ -226,9 +231,14 @@ class MSEStatsRecorder(TaylorRecorder):
     @torch.no_grad()
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
         self.rounds += 1
-        if self._pending and self._pending[0][1].shape != x.shape:
-            self._flush()  # a chunk holds minibatches of one size
-        tensors = [t.detach().reshape(-1) for m in model.layers for t in (m.weight, m.bias)]
+        # A full chunk is flushed here, not when its last round arrives: that round's trace
+        # comes afterwards, through on_backward.
+        if self._pending and (len(self._pending) >= self.chunk_rounds or self._pending[0].x.shape != x.shape):
+            self._flush()  # (a chunk also holds minibatches of one size only)
+        if self._views is None or self._views[0] is not model:  # flat views of the parameters, which
+            # the optimizer updates in place: built once, so a round costs one concatenation
+            self._views = (model, [t.detach().view(-1) for m in model.layers for t in (m.weight, m.bias)])
+        tensors = self._views[1]
         like, size = tensors[0], sum(t.numel() for t in tensors)
         if self._thetas is None or (self._thetas.shape[1], self._thetas.dtype, self._thetas.device) != (
                 size, like.dtype, like.device):
@@ -236,9 +246,15 @@ class MSEStatsRecorder(TaylorRecorder):
         # theta^n into the chunk's slot: a reused buffer, so the flush needs no stacking copy
         flat = torch.cat(tensors, out=self._thetas[len(self._pending)])
         # x and y are fresh tensors each round (indexed from the data set), so a reference is enough.
-        self._pending.append((n, x, y, flat))
-        if len(self._pending) >= self.chunk_rounds:
-            self._flush()
+        self._pending.append(_Round(n, x, y, flat))
+
+    def on_backward(self, n: int, trace, grads, y) -> None:
+        """Keep the training pass's pre-activations and loss gradients of round ``n``: the flush
+        then needs no forward pass of its own, and the errors ``r_l = J_L^T e`` are the gradients
+        scaled back (``dL/da_l = 2 r_l / (N K)`` for the mean squared error)."""
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last.n == n:
+            last.pre, last.grads = trace.pre, grads
 
     def _unflatten(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(R, P)`` stacked flat parameters into per-layer ``W (R, C, Q')`` and ``b (R, C)``."""
@@ -252,43 +268,56 @@ class MSEStatsRecorder(TaylorRecorder):
     def _flush(self) -> None:
         if not self._pending:
             return
-        rounds, xs, ys, flats = zip(*self._pending)
-        self._pending = []
+        pending, self._pending = self._pending, []
         # the rounds' thetas fill the buffer's first rows in order (stacked if they came from elsewhere)
-        in_buffer = self._thetas is not None and flats[0].data_ptr() == self._thetas.data_ptr()
-        stacked = self._thetas[: len(flats)] if in_buffer else torch.stack(flats)
+        in_buffer = self._thetas is not None and pending[0].theta.data_ptr() == self._thetas.data_ptr()
+        stacked = self._thetas[: len(pending)] if in_buffer else torch.stack([p.theta for p in pending])
         weights, biases = self._unflatten(stacked)
         self._track_stacked_box(weights, biases)
-        active_rounds = torch.tensor([n % self.input_stride == 0 for n in rounds])
+        active_rounds = torch.tensor([p.n % self.input_stride == 0 for p in pending])
         active = [i for i, g in enumerate(self.groups) if not self.factor[i] or bool(active_rounds.any())]
         if not active:
             return
-        x, y = torch.stack(xs), torch.stack(ys)  # (R, N, D), (R, N, K)
-        pre, inputs = _stacked_trace(weights, biases, x)
-        e = pre[-1] - y
         depth = len(weights)
         chosen = [self.groups[i] for i in active]
         every = [g.layer for i, g in zip(active, chosen) if not self.factor[i]]
         lowest = min(g.layer for g in chosen)
+        if all(p.pre is not None for p in pending):  # the training pass's own trace and errors
+            pre, inputs, errors = _traced_chunk(pending, lowest, {g.layer for g in chosen})
+        else:  # rounds driven through on_round alone: one batched forward pass, errors by recursion
+            x, y = torch.stack([p.x for p in pending]), torch.stack([p.y for p in pending])  # (R, N, D), (R, N, K)
+            pre, inputs = _stacked_trace(weights, biases, x)
+            errors = {depth: pre[-1] - y}
+        e = errors[depth]
         # Groups on the input stride (per-sample factors) need their rounds only: below the
         # lowest group that needs every round, the recursion runs on those rounds alone.
         cut = min(every) if every else depth + 1
         grams, diags, resid = _stacked_grams(
-            weights, pre, e, full={g.layer for g in chosen if g.joint},
+            weights, pre, errors, full={g.layer for g in chosen if g.joint},
             diagonals={g.layer: g.neurons for g in chosen if not g.joint and g.layer < depth},
             lowest=lowest, cut=cut, subset=active_rounds)
         ee = e.pow(2).sum(2)  # (R, N): ||f - y||^2
+        padded: dict[int, torch.Tensor] = {}  # x~ of every round, transposed: (Q, R N), shared by a layer's groups
+        triangles: dict[int, torch.Tensor] = {}  # the upper triangle of x~ x~^T per sample, (Q(Q+1)/2, R N)
         for i in active:
             g = self.groups[i]
             gram = grams[g.layer] if g.joint else diags.get(g.layer)  # None for output neurons: J_L = I
             r, a, ee_i = resid[g.layer], pre[g.layer - 1], ee
-            xt = torch.nn.functional.pad(inputs[g.layer - 1], (0, 1), value=1.0)
-            if self.factor[i]:  # only the rounds on the input stride
-                a, xt, ee_i = a[active_rounds], xt[active_rounds], ee[active_rounds]
+            if self.factor[i]:  # only the rounds on the input stride, kept as per-sample rows
+                xt = torch.nn.functional.pad(inputs[g.layer - 1][active_rounds], (0, 1), value=1.0)
+                a, ee_i = a[active_rounds], ee[active_rounds]
                 if g.layer >= cut:  # below the cut the recursion ran on those rounds already
                     gram, r = (None if gram is None else gram[active_rounds]), r[active_rounds]
-            parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt, ee_i))  # rounds x samples
-            (self._add_layer if g.joint else self._add_neurons)(i, *parts)
+                parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt, ee_i))
+                self._add_neurons(i, *parts)
+                continue
+            if g.layer not in padded:
+                padded[g.layer] = _padded_transpose(inputs[g.layer - 1].flatten(0, 1))
+            if gram is not None and g.layer not in triangles:  # (output neurons need none)
+                triangles[g.layer] = _triangle_rows(padded[g.layer])
+            parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a))  # rounds x samples
+            xt, ee_i = padded[g.layer].T, ee_i.flatten()
+            (self._add_layer if g.joint else self._add_neurons)(i, *parts, xt, ee_i, triangles.get(g.layer))
 
     def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
         for i, g in enumerate(self.groups):
@@ -303,25 +332,29 @@ class MSEStatsRecorder(TaylorRecorder):
             value = value.double()
             run[key] = value.clone() if key not in run else run[key].add_(value)
 
-    def _add_layer(self, i, gram, r, a, xt, ee) -> None:
-        """``H += sum_d (x~ x~^T) kron Gram`` on both factors' upper triangles, ``g += sum_d (Gram a - r) x~^T``."""
-        c, q = a.shape[1], xt.shape[1]
-        iq, jq = torch.triu_indices(q, q, device=xt.device)
+    def _add_layer(self, i, gram, r, a, xt, ee, triangle) -> None:
+        """``H += sum_d (x~ x~^T) kron Gram`` on both factors' upper triangles, ``g += sum_d (Gram a - r) x~^T``.
+
+        ``triangle``: :func:`_triangle_rows` of ``x~``, ``(q(q+1)/2, N)``."""
+        c = a.shape[1]
         upper_c = torch.triu_indices(c, c, device=xt.device)
         upper_c = upper_c[0] * c + upper_c[1]
         ga = torch.einsum("ncd,nd->nc", gram, a)
         self._add(
             i,
             # (q(q+1)/2, c(c+1)/2); index_select: far faster than advanced indexing on the CPU
-            kron=(xt.index_select(1, iq) * xt.index_select(1, jq)).T @ gram.reshape(-1, c * c).index_select(1, upper_c),
+            kron=triangle @ gram.reshape(-1, c * c).index_select(1, upper_c),
             g=(ga - r).T @ xt,
             s=((ga * a).sum() - 2 * (a * r).sum() + ee.sum()).reshape(1),
             count=torch.tensor([float(xt.shape[0])]),
             loss=ee.sum().reshape(1),
         )
 
-    def _add_neurons(self, i, gram, r, a, xt, ee) -> None:
-        """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (``gram``: ``(N, m)``; ``None``: 1)."""
+    def _add_neurons(self, i, gram, r, a, xt, ee, triangle=None) -> None:
+        """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (``gram``: ``(N, m)``; ``None``: 1).
+
+        ``H`` is kept on the upper triangle, ``(q(q+1)/2, m)``: one product of ``triangle``
+        (:func:`_triangle_rows` of ``x~``) with the weights ``w``."""
         idx = self.groups[i].neurons
         w = torch.ones_like(r[:, idx]) if gram is None else gram  # gram: (N, m) diagonal entries
         aa, rr = a[:, idx], r[:, idx]
@@ -330,12 +363,16 @@ class MSEStatsRecorder(TaylorRecorder):
         if self.factor[i]:
             self.running[i].setdefault("rows", []).append((xt.float().cpu(), w.cpu(), u.cpu(), cc.cpu(), ee.cpu()))
             return
-        # An output neuron's J^T J is x~ x~^T for every neuron: one product, shared.
-        h = (xt.T @ xt)[None] if gram is None else torch.einsum("nm,ni,nj->mij", w, xt, xt)
+        if gram is None:  # an output neuron's J^T J is x~ x~^T for every neuron: one product, shared
+            q = xt.shape[1]
+            upper = torch.triu_indices(q, q, device=xt.device)
+            h = (xt.T @ xt).flatten().index_select(0, upper[0] * q + upper[1])[:, None]
+        else:
+            h = triangle @ w
         self._add(
             i,
             h=h,
-            g=torch.einsum("nm,ni->mi", u, xt),
+            g=u.T @ xt,
             s=cc.sum(0),
             count=torch.tensor([float(xt.shape[0])]),
             loss=ee.sum().reshape(1),
@@ -367,7 +404,9 @@ class MSEStatsRecorder(TaylorRecorder):
                     h = kron.view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
                     yield h, snap["g"].flatten(), snap["s"], snap["count"], snap["loss"]
                 else:
-                    h = snap["h"].expand(len(g.neurons), -1, -1)  # output neurons share one H
+                    q = snap["g"].shape[1]
+                    h = snap["h"][_triangle_index(q)].view(q, q, -1).permute(2, 0, 1)  # (m, q, q)
+                    h = h.expand(len(g.neurons), -1, -1)  # output neurons share one H
                     yield h, snap["g"], snap["s"], snap["count"], snap["loss"]
             return
         total = None
@@ -423,6 +462,55 @@ def _triangle_index(k: int) -> torch.Tensor:
     return position.flatten()
 
 
+@dataclass
+class _Round:
+    """A buffered round: ``theta^n`` (flat, a row of the chunk buffer), the minibatch and, when
+    the training loop hands them over, its forward pass's pre-activations and loss gradients."""
+
+    n: int
+    x: torch.Tensor
+    y: torch.Tensor
+    theta: torch.Tensor
+    pre: list[torch.Tensor] | None = None
+    grads: list[torch.Tensor] | None = None
+
+
+def _traced_chunk(pending: list[_Round], lowest: int, layers: set[int]):
+    """Stack what the chunk's training passes saw, as :func:`_stacked_trace` and the error recursion
+    would compute it: pre-activations ``(R, N, C_l)`` of the layers used (``None`` elsewhere), the
+    inputs of ``layers`` and ``r_l = J_L^T e`` for ``l = lowest .. L`` (``dL/da_l`` times ``N K / 2``)."""
+    depth = len(pending[0].pre)
+    used = set(range(lowest - 1, depth - 1)) | {l - 1 for l in layers} | {l - 2 for l in layers if l > 1}
+    pre = [torch.stack([p.pre[l] for p in pending]) if l in used else None for l in range(depth)]
+    inputs = [None] * depth
+    for l in layers:
+        inputs[l - 1] = torch.stack([p.x for p in pending]) if l == 1 else torch.relu(pre[l - 2])
+    n, k = pending[0].pre[-1].shape
+    errors = {l: torch.stack([p.grads[l - 1] for p in pending]).mul_(n * k / 2) for l in range(lowest, depth + 1)}
+    return pre, inputs, errors
+
+
+def _padded_transpose(x: torch.Tensor) -> torch.Tensor:
+    """``x~ = [x, 1]`` of ``x`` ``(N, Q - 1)``, transposed: a contiguous ``(Q, N)``."""
+    out = x.new_empty(x.shape[1] + 1, x.shape[0])
+    out[:-1] = x.T
+    out[-1] = 1.0
+    return out
+
+
+def _triangle_rows(xt: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of ``x x^T`` per sample, from ``x`` transposed ``(Q, N)``: ``(Q(Q+1)/2, N)``
+    with rows in ``triu_indices`` order. One product per row ``i`` (``x_i x_j`` for ``j >= i``), each
+    writing contiguous memory: several times faster than gathering both factors by index."""
+    q, n = xt.shape
+    out = xt.new_empty(q * (q + 1) // 2, n)
+    at = 0
+    for i in range(q):
+        torch.mul(xt[i:], xt[i : i + 1], out=out[at : at + q - i])
+        at += q - i
+    return out
+
+
 def _stacked_trace(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor):
     """Forward pass of a dense :class:`ReluNet` with a different ``theta`` per round.
 
@@ -451,20 +539,25 @@ def _output_factor(w_last: torch.Tensor) -> torch.Tensor:
     return chol.transpose(1, 2).to(w_last.dtype)
 
 
-def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torch.Tensor, full: set[int],
+def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors: dict[int, torch.Tensor], full: set[int],
                    diagonals: Mapping[int, Sequence[int]], lowest: int, cut: int = 0,
                    subset: torch.Tensor | None = None):
     """Per-sample Grams ``Gram_l = J_L^T J_L`` of the output by the pre-activations, and ``r_l = J_L^T e``.
 
     ``J_L`` is carried as a factor ``F_l`` with ``F_l^T F_l = Gram_l`` and only ``min(K, C_{L-1})``
-    rows: ``F_{L-1} = F D_{L-1}`` with ``F^T F = W_L^T W_L``, then ``F_l = F_{l+1} W_{l+1} D_l``,
-    one GEMM per layer with the round as batch and samples x rows as the long dimension.
+    rows: ``F_{L-1} = F D_{L-1}`` with ``F^T F = W_L^T W_L``, then ``F_l = F_{l+1} W_{l+1} D_l``.
+    The factors are laid out ``(R, rows, N, C_l)``, so each step is one GEMM per round with
+    rows x samples as the long dimension and the mask a broadcast over the contiguous last
+    dimension. ``F_{L-1}`` is never formed: the first step is ``F (D_{L-1} W_{L-1})``, whose
+    per-sample operand has ``C_{L-1} C_{L-2}`` entries instead of ``rows C_{L-1}``.
     A full Gram is formed only where a layer is solved whole; a neuron's ``Gram_l[alpha, alpha]``
     is the squared norm of column ``alpha`` of ``F_l``.
 
     Args:
         weights: ``W_l`` ``(R, C_l, C_{l-1})`` per layer, one per round.
-        pre, e: pre-activations ``(R, N, C_l)`` and output errors ``(R, N, K)``.
+        pre: pre-activations ``(R, N, C_l)``.
+        errors: ``{L: e}``, the output errors ``(R, N, K)``, and ``r_l`` of the layers where they
+            are already known (from the training pass's gradients); the others are computed.
         full: layers whose full ``(R, N, C, C)`` Gram is returned.
         diagonals: ``{l: neurons}`` whose ``(R, N, m)`` diagonal entries are returned.
         lowest: the lowest layer needed.
@@ -476,34 +569,50 @@ def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], e: torc
     depth = len(weights)
     grams: dict[int, torch.Tensor | None] = {depth: None}
     diags: dict[int, torch.Tensor] = {}
+    e = errors[depth]
     resid = {depth: e}
-    ft = None  # F_l transposed and laid out (R, C_l, N, rows): each step is one GEMM per round
+    factor = above = None  # F (R, rows, C_{L-1}); the mask D_{l+1} of the layer above
+    f = None  # F_l, (R, rows, N, C_l), from the second hidden layer from the top down
     for l in range(depth - 1, lowest - 1, -1):
         mask, w, r_next = (pre[l - 1] > 0).to(e.dtype), weights[l], resid[l + 1]  # w: layer l+1, (R, C', C)
         if subset is not None and l < cut:
             mask, w = mask[subset], w[subset]
-            if l == min(cut, depth) - 1:  # the first layer below the cut
-                r_next = r_next[subset]
-                ft = None if ft is None else ft[subset]
-        resid[l] = torch.bmm(r_next, w) * mask
-        r, n, c = mask.shape
-        gate = mask.transpose(1, 2).contiguous()[..., None]  # (R, C, N, 1)
-        if l == depth - 1 and l in diagonals:  # Gram_{L-1}[alpha, alpha] = ||W_L[:, alpha]||^2 where active
-            idx = list(diagonals[l])
-            diags[l] = w[:, :, idx].square().sum(1)[:, None, :] * mask[..., idx]
-            if lowest == l and l not in full:
-                continue
-        if ft is None:
-            ft = _output_factor(w).transpose(1, 2).contiguous()[:, :, None, :] * gate  # (R, C, N, rows)
+            if l == min(cut, depth) - 1:  # the first layer below the cut: what is carried down, too
+                r_next, above = r_next[subset], None if above is None else above[subset]
+                factor = None if factor is None else factor[subset]
+                f = None if f is None else f[subset]
+        if l in errors:
+            resid[l] = errors[l] if subset is None or l >= cut else errors[l][subset]
         else:
-            rows = ft.shape[3]
-            ft = torch.bmm(w.transpose(1, 2), ft.reshape(r, -1, n * rows)).view(r, c, n, rows).mul_(gate)
-        if l in full:
-            per_sample = ft.permute(0, 2, 1, 3).reshape(r * n, c, -1)  # (R N, C, rows)
-            grams[l] = torch.bmm(per_sample, per_sample.transpose(1, 2)).view(r, n, c, c)
-        if l in diagonals and l not in diags:
-            chosen = ft[:, list(diagonals[l])]
-            diags[l] = torch.linalg.vecdot(chosen, chosen).transpose(1, 2)  # (R, N, m)
+            resid[l] = torch.bmm(r_next, w) * mask
+        r, n, c = mask.shape
+        if l == depth - 1:  # F_{L-1}[n] = F D_{L-1}[n]: its Gram and column norms without forming it
+            factor = _output_factor(w)
+            if l in diagonals:
+                norms = factor.square().sum(1)  # ||W_L[:, alpha]||^2, (R, C)
+                diags[l] = norms[:, None, list(diagonals[l])] * mask[..., list(diagonals[l])]
+            if l in full:
+                product = (factor.transpose(1, 2) @ factor)[:, None]  # W_L^T W_L, (R, 1, C, C)
+                grams[l] = product * mask[..., :, None] * mask[..., None, :]
+        else:
+            if f is None:  # F_l = F (D_{L-1} W_{L-1}) D_l: D_{L-1} W_{L-1} laid out (R, C_{L-1}, N, C_l)
+                masked = torch.mul(above.transpose(1, 2)[..., None], w[:, :, None, :],
+                                   out=w.new_empty(r, w.shape[1], n, c))  # written in this layout
+                f = torch.bmm(factor, masked.view(r, -1, n * c)).view(r, -1, n, c)
+            else:
+                rows = f.shape[1]
+                f = torch.bmm(f.view(r, rows * n, -1), w).view(r, rows, n, c)
+            f.mul_(mask[:, None])  # D_l
+            if l in full:
+                per_sample = f.permute(0, 2, 1, 3).reshape(r * n, -1, c)  # (R N, rows, C)
+                grams[l] = torch.bmm(per_sample.transpose(1, 2), per_sample).view(r, n, c, c)
+            if l in diagonals:
+                chosen = list(diagonals[l])
+                if l in full:
+                    diags[l] = grams[l].diagonal(dim1=2, dim2=3)[..., chosen]
+                else:
+                    diags[l] = f.square().sum(1)[..., chosen]  # (R, N, m)
+        above = mask
     return grams, diags, resid
 
 

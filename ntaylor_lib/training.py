@@ -20,7 +20,7 @@ import torch
 
 from .data import TaskData, cifar10_missing_message, cifar10_ready, task_data
 from .losses import batch_loss, per_sample_loss
-from .models import ReluNet, build_model
+from .models import ReluNet, Trace, build_model
 from .profiles import DATASETS, OPTIMIZERS, TASKS, ParameterError
 
 
@@ -163,6 +163,11 @@ class Recorder:
     """
 
     name = "recorder"
+    #: When true, the loop runs its forward pass as :meth:`ReluNet.trace`, keeps the gradients
+    #: of the incurred loss by the pre-activations, and hands both to :meth:`on_backward`: the
+    #: per-sample quantities a recorder would otherwise recompute (the structure Opacus and
+    #: BackPACK use: layer inputs and backpropagated errors). The step itself is unchanged.
+    uses_trace = False
 
     def spec(self) -> dict[str, Any]:
         return {}
@@ -175,6 +180,11 @@ class Recorder:
 
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
         """Round ``n`` (from 0): ``model`` holds ``theta^n``, before the step on minibatch ``(x, y)``."""
+
+    def on_backward(self, n: int, trace: Trace, grads: list[torch.Tensor], y: torch.Tensor) -> None:
+        """Round ``n`` after the backward pass, before the step (the model still holds ``theta^n``):
+        the forward ``trace`` on the minibatch (detached) and ``grads[l - 1]``, the gradient of
+        ``L_n`` by the pre-activation ``a_l``. Called only when :attr:`uses_trace` is set."""
 
     def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
         """After the last step of ``epoch`` (from 1); also called with 0 before training."""
@@ -250,6 +260,34 @@ class _NoBar:
         pass
 
 
+def training_step(task: str, model: ReluNet, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  n: int = 0, tracers: Sequence[Recorder] = ()) -> torch.Tensor:
+    """One round: the incurred loss ``L_n`` on ``(x, y)``, its backward pass and the step.
+
+    With ``tracers`` (recorders with :attr:`Recorder.uses_trace`) the forward pass is
+    :meth:`ReluNet.trace`, the same operations with what they saw kept, and each tracer's
+    :meth:`Recorder.on_backward` gets it and the pre-activations' gradients before the step.
+    Returns ``L_n`` (detached).
+    """
+    if tracers:
+        trace = model.trace(x)
+        for a in trace.pre:
+            a.retain_grad()
+        output = trace.output
+    else:
+        output = model(x)
+    loss = batch_loss(task, output, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tracers:
+        seen = Trace([t.detach() for t in trace.inputs], [a.detach() for a in trace.pre], trace.pool_indices)
+        grads = [a.grad for a in trace.pre]
+        for recorder in tracers:
+            recorder.on_backward(n, seen, grads, y)
+    optimizer.step()
+    return loss.detach()
+
+
 def train(
     config: RunConfig,
     recorders: Sequence[Recorder] = (),
@@ -318,6 +356,7 @@ def train(
         mininterval=0.5,
     )
     losses = torch.empty(rounds_per_epoch, device=device)
+    tracers = [r for r in recorders if r.uses_trace]
     status = "complete"
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -330,11 +369,7 @@ def train(
             for recorder in recorders:
                 recorder.on_batch(base + i, order[i])
                 recorder.on_round(base + i, model, x, y)
-            loss = batch_loss(config.task, model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses[i] = loss.detach()
+            losses[i] = training_step(config.task, model, optimizer, x, y, base + i, tracers)
             bar.update(1)
         epoch_losses = losses.cpu().numpy().astype(np.float64)
         finite = np.isfinite(epoch_losses)

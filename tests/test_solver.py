@@ -9,17 +9,19 @@ from scipy.optimize import lsq_linear, minimize
 from torch import nn
 
 from ntaylor_lib.jacobians import Scale, scale_jacobian, scale_vector
-from ntaylor_lib.losses import batch_loss
 from ntaylor_lib.models import ReluNet
+from ntaylor_lib import recorders
 from ntaylor_lib.recorders import CEFactorRecorder, Group, MSEStatsRecorder
 from ntaylor_lib.regret import loglog_slope, regret_table
 from ntaylor_lib.taylor import taylor_loss
+from ntaylor_lib.training import training_step
 
 from taylor_nets import small_nets
 
 
-def drive(recorder, net, batches, task, epochs=2, lr=0.05):
-    """Train ``net`` by SGD on ``batches`` (split into ``epochs``), calling the recorder's hooks."""
+def drive(recorder, net, batches, task, epochs=2, lr=0.05, traced=False):
+    """Train ``net`` by SGD on ``batches`` (split into ``epochs``), calling the recorder's hooks
+    as the training loop does (``traced``: with the forward trace and gradients handed over)."""
     recorder.setup(net, None, SimpleNamespace(epochs=epochs))
     recorder.on_epoch_end(0, net)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
@@ -27,9 +29,7 @@ def drive(recorder, net, batches, task, epochs=2, lr=0.05):
     for n, (x, y) in enumerate(batches):
         snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         recorder.on_round(n, net, x, y)
-        opt.zero_grad()
-        batch_loss(task, net(x), y).backward()
-        opt.step()
+        training_step(task, net, opt, x, y, n, [recorder] if traced else [])
         if (n + 1) % per_epoch == 0:
             recorder.on_epoch_end((n + 1) // per_epoch, net)
     recorder.on_train_end(net, "complete")
@@ -55,13 +55,14 @@ def dense_batches(net, rounds=6, n=5, seed=1):
              torch.randn(n, d_out, generator=g, dtype=torch.float64)) for _ in range(rounds)]
 
 
+@pytest.mark.parametrize("traced", [False, True])  # own forward pass, or the training pass's trace
 @pytest.mark.parametrize("factor_width", [128, 2])  # streaming statistics, and per-sample factors
-def test_streaming_mse_optimum_equals_batch_least_squares(factor_width):
+def test_streaming_mse_optimum_equals_batch_least_squares(factor_width, traced):
     _, net, _ = small_nets()[0]
     batches = dense_batches(net)
     groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(3, [0, 6], False)]
     rec = MSEStatsRecorder(groups, box_scales=(1.0, math.inf), factor_width=factor_width)
-    snaps = drive(rec, net, batches, "autoencoder")
+    snaps = drive(rec, net, batches, "autoencoder", traced=traced)
     out = rec.arrays()
     k = net.layer(net.depth).out_features
     scales = [Scale(2), Scale(1, 1), Scale(1, 3), Scale(3, 0), Scale(3, 6)]
@@ -77,21 +78,35 @@ def test_streaming_mse_optimum_equals_batch_least_squares(factor_width):
             np.testing.assert_allclose(out["optimum"][s, 0, e], np.sum((a @ boxed - b) ** 2) / m, rtol=1e-7)
 
 
-def test_streaming_mse_statistics_on_a_deep_autoencoder_shaped_net_equal_the_stacked_jacobians():
-    """Depth 6 with more outputs than the last hidden layer (the Cholesky output factor), a whole
-    layer away from the top and neurons of every layer, so each Gram comes from the folded first
-    step: ``H``, ``g`` and ``s`` of every scale and horizon equal ``A^T A``, ``A^T b`` and ``b^T b``
-    of the stacked per-sample Jacobians. (The statistics, not the optimum: on such small random
-    problems ``H`` has eigenvalues near 1e-12 of its largest, where the solver's pseudo-inverse
-    and ``lstsq`` legitimately disagree.)"""
+DEEP_GROUPS = {
+    # a whole layer away from the top (its Gram, and its neurons' diagonal from that Gram) and
+    # neurons of every other layer
+    "middle": [Group(3, [0, 1, 2], True), Group(3, [2, 0], False), Group(2, [1, 3], False), Group(4, [2], False),
+               Group(5, [0, 4], False), Group(6, [7, 1], False)],
+    # the top hidden layer whole (its Gram without a factor step) and the input layer's neurons
+    "top": [Group(5, list(range(5)), True), Group(1, [0, 4], False), Group(4, [0, 1, 2, 3], False)],
+}
+
+
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("groups", list(DEEP_GROUPS))
+def test_streaming_mse_statistics_on_a_deep_autoencoder_shaped_net_equal_the_stacked_jacobians(groups, traced,
+                                                                                                 monkeypatch):
+    """Depth 6 with more outputs than the last hidden layer (the Cholesky output factor), so each
+    Gram comes from the folded first step: ``H``, ``g`` and ``s`` of every scale and horizon equal
+    ``A^T A``, ``A^T b`` and ``b^T b`` of the stacked per-sample Jacobians, with the recorder's own
+    forward pass and with the training pass's trace and gradients. (The statistics, not the
+    optimum: on such small random problems ``H`` has eigenvalues near 1e-12 of its largest, where
+    the solver's pseudo-inverse and ``lstsq`` legitimately disagree.)"""
     torch.manual_seed(4)
     sizes = (6, 5, 4, 3, 4, 5, 8)
     net = ReluNet([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]).double()
     batches = dense_batches(net, rounds=4, n=6, seed=5)
-    groups = [Group(3, [0, 1, 2], True), Group(2, [1, 3], False), Group(4, [2], False), Group(5, [0, 4], False),
-              Group(6, [7, 1], False)]
+    groups = DEEP_GROUPS[groups]
+    if traced:  # the recorder must not fall back on a forward pass of its own
+        monkeypatch.setattr(recorders, "_stacked_trace", lambda *args: pytest.fail("forward pass repeated"))
     rec = MSEStatsRecorder(groups, box_scales=(math.inf,), chunk_rounds=3, solve_at_end=False)
-    snaps = drive(rec, net, batches, "autoencoder")
+    snaps = drive(rec, net, batches, "autoencoder", traced=traced)
     for i, g in enumerate(groups):
         scales = [Scale(g.layer)] if g.joint else [Scale(g.layer, a) for a in g.neurons]
         for e, (h, gv, s, count, _) in enumerate(rec._horizon_stats(i)):
@@ -105,13 +120,14 @@ def test_streaming_mse_statistics_on_a_deep_autoencoder_shaped_net_equal_the_sta
                 np.testing.assert_allclose(float(s[j] if not g.joint else s[0]), b @ b, rtol=1e-10, err_msg=scale.label)
 
 
-def test_input_stride_groups_alone_use_their_rounds():
+@pytest.mark.parametrize("traced", [False, True])
+def test_input_stride_groups_alone_use_their_rounds(traced):
     """With only per-sample-factor groups, every layer is computed on the strided rounds alone."""
     _, net, _ = small_nets()[0]
     batches = dense_batches(net, rounds=8)
     rec = MSEStatsRecorder([Group(1, [1, 3], False)], box_scales=(math.inf,), factor_width=6, input_stride=2,
                            chunk_rounds=3)
-    snaps = drive(rec, net, batches, "autoencoder")
+    snaps = drive(rec, net, batches, "autoencoder", traced=traced)
     out = rec.arrays()
     k = net.layer(net.depth).out_features
     for j, scale in enumerate((Scale(1, 1), Scale(1, 3))):
