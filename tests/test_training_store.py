@@ -135,3 +135,37 @@ def test_recorders_see_weights_before_each_step(mnist_root, tiny_params):
     rec = Loss()
     result = train(run_config(tiny_params, "autoencoder", "adam"), recorders=[rec], progress=False)
     np.testing.assert_allclose(rec.seen, result.history.round_loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["autoencoder", "convnet"])
+def test_a_tracing_recorder_leaves_the_steps_unchanged(mnist_root, tiny_params, task):
+    """With a recorder that asks for the trace, the loop runs ReluNet.trace and keeps the
+    pre-activations' gradients: the same operations, so the same losses and weights, bit for bit;
+    and the gradients it hands over are those of the incurred loss."""
+    from ntaylor_lib.losses import batch_loss
+
+    class Tracer(Recorder):
+        uses_trace = True
+
+        def __init__(self):
+            self.checked = 0
+
+        def on_round(self, n, model, x, y):
+            self.model, self.x, self.y = model, x, y
+
+        def on_backward(self, n, trace, grads, y):
+            if self.checked < 2:  # the gradient by the output, against autograd on a fresh pass
+                with torch.enable_grad():
+                    f = self.model(self.x).detach().requires_grad_()
+                    expected = torch.autograd.grad(batch_loss(task, f, self.y), f)[0]
+                torch.testing.assert_close(grads[-1], expected)
+                assert all(not t.requires_grad for t in trace.pre + trace.inputs)
+                self.checked += 1
+
+    config = run_config(tiny_params, task, "adam")
+    plain, tracer = train(config, progress=False), Tracer()
+    traced = train(config, recorders=[tracer], progress=False)
+    assert tracer.checked == 2
+    assert traced.history.round_loss == plain.history.round_loss
+    for (name, a), b in zip(plain.model.state_dict().items(), traced.model.state_dict().values()):
+        assert torch.equal(a, b), name
