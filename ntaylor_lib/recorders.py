@@ -200,7 +200,7 @@ class MSEStatsRecorder(TaylorRecorder):
     uses_trace = True  # the training pass's pre-activations and gradients: no forward pass of its own
 
     def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True,
-                 chunk_rounds: int = 32):
+                 chunk_rounds: int = 64):
         super().__init__(groups, box_scales, solve_at_end)
         self.input_stride, self.factor_width = int(input_stride), int(factor_width)
         self.chunk_rounds = max(1, int(chunk_rounds))
@@ -283,7 +283,7 @@ class MSEStatsRecorder(TaylorRecorder):
         every = [g.layer for i, g in zip(active, chosen) if not self.factor[i]]
         lowest = min(g.layer for g in chosen)
         if all(p.pre is not None for p in pending):  # the training pass's own trace and errors
-            pre, inputs, errors = _traced_chunk(pending, lowest, {g.layer for g in chosen})
+            pre, inputs, errors = _traced_chunk(pending, lowest, {g.layer for g in chosen}, set(every))
         else:  # rounds driven through on_round alone: one batched forward pass, errors by recursion
             x, y = torch.stack([p.x for p in pending]), torch.stack([p.y for p in pending])  # (R, N, D), (R, N, K)
             pre, inputs = _stacked_trace(weights, biases, x)
@@ -304,7 +304,13 @@ class MSEStatsRecorder(TaylorRecorder):
             gram = grams[g.layer] if g.joint else diags.get(g.layer)  # None for output neurons: J_L = I
             r, a, ee_i = resid[g.layer], pre[g.layer - 1], ee
             if self.factor[i]:  # only the rounds on the input stride, kept as per-sample rows
-                xt = torch.nn.functional.pad(inputs[g.layer - 1][active_rounds], (0, 1), value=1.0)
+                if inputs[g.layer - 1] is not None:
+                    x_in = inputs[g.layer - 1][active_rounds]
+                elif g.layer == 1:  # (from the training pass: the strided rounds' minibatches alone)
+                    x_in = torch.stack([p.x for p, keep in zip(pending, active_rounds.tolist()) if keep])
+                else:
+                    x_in = torch.relu(pre[g.layer - 2][active_rounds])
+                xt = torch.nn.functional.pad(x_in, (0, 1), value=1.0)
                 a, ee_i = a[active_rounds], ee[active_rounds]
                 if g.layer >= cut:  # below the cut the recursion ran on those rounds already
                     gram, r = (None if gram is None else gram[active_rounds]), r[active_rounds]
@@ -320,11 +326,24 @@ class MSEStatsRecorder(TaylorRecorder):
             (self._add_layer if g.joint else self._add_neurons)(i, *parts, xt, ee_i, triangles.get(g.layer))
 
     def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
+        """Widen every group's box by the chunk's rounds: one pass per layer over the rows that some
+        group tracks (every row, without a gather, where all are tracked), shared by its groups."""
+        tracked: dict[int, list[int]] = {}
+        for g in self.groups:
+            tracked[g.layer] = sorted(set(tracked.get(g.layer, [])) | set(g.neurons))
+        extremes = {}
+        for layer, rows in tracked.items():
+            w, b = weights[layer - 1], biases[layer - 1]
+            if len(rows) < w.shape[1]:
+                index = torch.as_tensor(rows, device=w.device)
+                w, b = w.index_select(1, index), b.index_select(1, index)
+            (w_lo, w_hi), (b_lo, b_hi) = torch.aminmax(w, dim=0), torch.aminmax(b, dim=0)
+            extremes[layer] = (torch.cat([w_lo, b_lo[:, None]], 1).double(),  # (rows, Q) as layer_matrix
+                               torch.cat([w_hi, b_hi[:, None]], 1).double())
         for i, g in enumerate(self.groups):
-            index = torch.as_tensor(g.neurons, device=weights[0].device)
-            w, b = weights[g.layer - 1].index_select(1, index), biases[g.layer - 1].index_select(1, index)
-            self._widen_box(i, torch.cat([w.amin(0), b.amin(0)[:, None]], 1).double(),  # (C, Q) as layer_matrix
-                            torch.cat([w.amax(0), b.amax(0)[:, None]], 1).double())
+            rows, (lo, hi) = tracked[g.layer], extremes[g.layer]
+            at = torch.as_tensor([rows.index(a) for a in g.neurons], device=lo.device)
+            self._widen_box(i, lo.index_select(0, at), hi.index_select(0, at))
 
     def _add(self, i: int, **parts: torch.Tensor) -> None:
         run = self.running[i]
@@ -475,19 +494,32 @@ class _Round:
     grads: list[torch.Tensor] | None = None
 
 
-def _traced_chunk(pending: list[_Round], lowest: int, layers: set[int]):
+def _traced_chunk(pending: list[_Round], lowest: int, layers: set[int], every: set[int]):
     """Stack what the chunk's training passes saw, as :func:`_stacked_trace` and the error recursion
-    would compute it: pre-activations ``(R, N, C_l)`` of the layers used (``None`` elsewhere), the
-    inputs of ``layers`` and ``r_l = J_L^T e`` for ``l = lowest .. L`` (``dL/da_l`` times ``N K / 2``)."""
+    would compute it: pre-activations ``(R, N, C_l)`` of the layers used (those of ``layers`` and
+    their inputs', ``None`` elsewhere), the inputs of the layers ``every`` (groups that use every
+    round), and ``r_l = J_L^T e`` for ``l = lowest .. L`` (``dL/da_l`` times ``N K / 2``)."""
     depth = len(pending[0].pre)
     used = set(range(lowest - 1, depth - 1)) | {l - 1 for l in layers} | {l - 2 for l in layers if l > 1}
     pre = [torch.stack([p.pre[l] for p in pending]) if l in used else None for l in range(depth)]
     inputs = [None] * depth
-    for l in layers:
+    for l in every:
         inputs[l - 1] = torch.stack([p.x for p in pending]) if l == 1 else torch.relu(pre[l - 2])
     n, k = pending[0].pre[-1].shape
     errors = {l: torch.stack([p.grads[l - 1] for p in pending]).mul_(n * k / 2) for l in range(lowest, depth + 1)}
     return pre, inputs, errors
+
+
+def _column_square_norms(f: torch.Tensor) -> torch.Tensor:
+    """``sum_k f[:, k]^2`` of ``f`` ``(R, rows, ...)``. With few rows, one fused multiply-add per row
+    into a small accumulator reads ``f`` once (on the CPU about twice as fast as squaring ``f``
+    and then summing); with many, the two passes."""
+    if f.shape[1] > 64:
+        return f.square().sum(1)
+    out = f[:, 0] * f[:, 0]
+    for k in range(1, f.shape[1]):
+        out.addcmul_(f[:, k], f[:, k])
+    return out
 
 
 def _padded_transpose(x: torch.Tensor) -> torch.Tensor:
@@ -573,45 +605,62 @@ def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors:
     resid = {depth: e}
     factor = above = None  # F (R, rows, C_{L-1}); the mask D_{l+1} of the layer above
     f = None  # F_l, (R, rows, N, C_l), from the second hidden layer from the top down
+    sliced = False  # whether the carried factor state holds the strided rounds only
     for l in range(depth - 1, lowest - 1, -1):
         mask, w, r_next = (pre[l - 1] > 0).to(e.dtype), weights[l], resid[l + 1]  # w: layer l+1, (R, C', C)
+        gram_above = grams.get(l + 1)
         if subset is not None and l < cut:
             mask, w = mask[subset], w[subset]
             if l == min(cut, depth) - 1:  # the first layer below the cut: what is carried down, too
-                r_next, above = r_next[subset], None if above is None else above[subset]
-                factor = None if factor is None else factor[subset]
-                f = None if f is None else f[subset]
+                r_next = r_next[subset]
+                gram_above = None if gram_above is None else gram_above[subset]
+                if not sliced:
+                    f, factor, above = (None if t is None else t[subset] for t in (f, factor, above))
+                    sliced = True
         if l in errors:
             resid[l] = errors[l] if subset is None or l >= cut else errors[l][subset]
         else:
             resid[l] = torch.bmm(r_next, w) * mask
         r, n, c = mask.shape
+        chosen = list(diagonals.get(l, ()))
         if l == depth - 1:  # F_{L-1}[n] = F D_{L-1}[n]: its Gram and column norms without forming it
             factor = _output_factor(w)
-            if l in diagonals:
+            if chosen:
                 norms = factor.square().sum(1)  # ||W_L[:, alpha]||^2, (R, C)
-                diags[l] = norms[:, None, list(diagonals[l])] * mask[..., list(diagonals[l])]
+                diags[l] = norms[:, None, chosen] * mask[..., chosen]
             if l in full:
                 product = (factor.transpose(1, 2) @ factor)[:, None]  # W_L^T W_L, (R, 1, C, C)
                 grams[l] = product * mask[..., :, None] * mask[..., None, :]
+            above = mask
+            continue
+        from_above = bool(chosen) and l not in full and gram_above is not None
+        if from_above:  # Gram_l[a, a] = D_l[a] W_{l+1}[:, a]^T Gram_{l+1} W_{l+1}[:, a]: no factor needed
+            c_above = gram_above.shape[-1]
+            product = torch.bmm(gram_above.reshape(r, n * c_above, c_above), w).view(r, n, c_above, c)
+            diags[l] = torch.linalg.vecdot(product, w[:, None], dim=2)[..., chosen] * mask[..., chosen]
+            if l == lowest:
+                continue
+            if subset is not None and l - 1 < cut and not sliced:  # F_l serves the strided rounds below only
+                f, factor, above = (None if t is None else t[subset] for t in (f, factor, above))
+                mask, w, sliced = mask[subset], w[subset], True
+                r = mask.shape[0]
+        if f is None:  # F_l = F (D_{L-1} W_{L-1}) D_l: D_{L-1} W_{L-1} laid out (R, C_{L-1}, N, C_l)
+            c_above = w.shape[1]
+            # the masked rows as outer products (one batched product with a single term each:
+            # exact, and on the CPU about twice as fast as the broadcast multiplication)
+            masked = torch.bmm(above.transpose(1, 2).reshape(r * c_above, n, 1), w.reshape(r * c_above, 1, c))
+            f = torch.bmm(factor, masked.view(r, c_above, n * c)).view(r, -1, n, c)
         else:
-            if f is None:  # F_l = F (D_{L-1} W_{L-1}) D_l: D_{L-1} W_{L-1} laid out (R, C_{L-1}, N, C_l)
-                masked = torch.mul(above.transpose(1, 2)[..., None], w[:, :, None, :],
-                                   out=w.new_empty(r, w.shape[1], n, c))  # written in this layout
-                f = torch.bmm(factor, masked.view(r, -1, n * c)).view(r, -1, n, c)
-            else:
-                rows = f.shape[1]
-                f = torch.bmm(f.view(r, rows * n, -1), w).view(r, rows, n, c)
-            f.mul_(mask[:, None])  # D_l
-            if l in full:
-                per_sample = f.permute(0, 2, 1, 3).reshape(r * n, -1, c)  # (R N, rows, C)
-                grams[l] = torch.bmm(per_sample.transpose(1, 2), per_sample).view(r, n, c, c)
-            if l in diagonals:
-                chosen = list(diagonals[l])
-                if l in full:
-                    diags[l] = grams[l].diagonal(dim1=2, dim2=3)[..., chosen]
-                else:
-                    diags[l] = f.square().sum(1)[..., chosen]  # (R, N, m)
+            rows = f.shape[1]
+            f = torch.bmm(f.view(r, rows * n, -1), w).view(r, rows, n, c)
+        f.mul_(mask[:, None])  # D_l
+        if l in full:
+            per_sample = f.permute(0, 2, 1, 3).reshape(r * n, -1, c)  # (R N, rows, C)
+            grams[l] = torch.bmm(per_sample.transpose(1, 2), per_sample).view(r, n, c, c)
+            if chosen:
+                diags[l] = grams[l].diagonal(dim1=2, dim2=3)[..., chosen]
+        elif chosen and not from_above:
+            diags[l] = _column_square_norms(f)[..., chosen]  # (R, N, m)
         above = mask
     return grams, diags, resid
 

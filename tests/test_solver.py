@@ -280,3 +280,9 @@ def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_r
         m = len(used) * batches[0][0].shape[0] * k
         assert out[8]["labels"][1] == "layer1/neuron1"
         np.testing.assert_allclose(out[8]["optimum"][1, 0, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 70])  # the fused loop, and the two passes above 64 rows
+def test_column_square_norms(rows):
+    f = torch.randn(3, rows, 4, 6, dtype=torch.float64)
+    torch.testing.assert_close(recorders._column_square_norms(f), (f * f).sum(1))
