@@ -30,6 +30,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .regret import REGRET_RESOLUTION
 from .store import atomic_save_json, default_results_root, environment
 from .training import resolve_device
 
@@ -59,7 +60,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim("C1", "Regret grows like sqrt N for every optimizer, scale and task (log-log slope).",
           "book/theorem2", "Theorem 2",
           f"Every fitted log-log slope of regret against N (box x1, every stored run and recorded scale) is at most "
-          f"0.5 + {SLOPE_TOLERANCE:g}; fits without two horizons of positive regret are not counted."),
+          f"0.5 + {SLOPE_TOLERANCE:g}; fits without two horizons of positive regret above {REGRET_RESOLUTION:g} "
+          f"of N TO(N) (the optimum's rounding) are not counted."),
     Claim("C2", "Convnet: all optimizers fit the training set (about 99% at paper scale).",
           "book/training_curves", "Figure 6",
           f"The lowest final training accuracy of Adam, RMSProp and SGD on the convnet is at least {FIT_ACCURACY:.0%}."),
@@ -136,7 +138,7 @@ def c1_regret_growth(fits: Sequence[Mapping[str, Any]], tolerance: float = SLOPE
     measured = [f for f in fits if math.isfinite(float(f["slope"]))]
     numbers: dict[str, Any] = {"fits": len(fits), "measured": len(measured), "bound": 0.5 + tolerance}
     if not measured:
-        return _unmeasurable("C1", f"none of the {len(fits)} fits had two horizons with positive regret "
+        return _unmeasurable("C1", f"none of the {len(fits)} fits had two horizons with resolved positive regret "
                                    "(regret stayed at or below zero, or no scale was recorded)", numbers)
     slopes = sorted(float(f["slope"]) for f in measured)
     worst = max(measured, key=lambda f: float(f["slope"]))

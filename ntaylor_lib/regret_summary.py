@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .regret import loglog_slope
+from .regret import REGRET_RESOLUTION, loglog_slope
 
 
 def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", box_scale: float = 1.0) -> list[dict[str, Any]]:
@@ -23,8 +23,9 @@ def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", b
 
     Returns:
         ``[{"scale", "layer", "neuron", "slope", "horizons", "positive"}, ...]``: ``horizons``
-        counts the horizons, ``positive`` those with positive regret (the fit uses only those;
-        ``slope`` is ``nan`` when fewer than two).
+        counts the horizons, ``positive`` those whose regret is positive and above the rounding
+        of ``N TO(N)`` (:data:`ntaylor_lib.regret.REGRET_RESOLUTION`; the fit uses only those,
+        and ``slope`` is ``nan`` when fewer than two).
     """
     series: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -33,10 +34,11 @@ def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", b
     out = []
     for scale, items in series.items():
         items = sorted(items, key=lambda r: r["N"])
-        n, regret = [r["N"] for r in items], [r[column] for r in items]
+        n, regret, n_to = [r["N"] for r in items], [r[column] for r in items], [r["n_to"] for r in items]
         out.append({
             "scale": scale, "layer": items[0]["layer"], "neuron": items[0]["neuron"],
-            "slope": loglog_slope(n, regret), "horizons": len(items), "positive": sum(1 for v in regret if v > 0),
+            "slope": loglog_slope(n, regret, n_to), "horizons": len(items),
+            "positive": sum(1 for v, ref in zip(regret, n_to) if v > 0 and v > REGRET_RESOLUTION * abs(ref)),
         })
     return out
 
