@@ -83,7 +83,8 @@ def regret_curves(run_or_arrays: Any, recorder: str | None = None) -> list[dict[
 #: A regret below this fraction of ``N TO(N)`` is within the float rounding of the optimum, and
 #: is not fitted: on one autoencoder run, two exact routes to the same MSE statistics (the
 #: training pass's trace, and the recorder's own forward pass) gave optima up to 2.6e-6 apart
-#: (relative; median 3e-8), and moved slopes fitted on such regrets by up to 5.
+#: (relative; median 3e-8), and moved slopes fitted on such regrets by up to 5
+#: (``benchmarks/regret_rounding.py``; with this threshold they agree to 0.05).
 REGRET_RESOLUTION = 1e-5
 
 
