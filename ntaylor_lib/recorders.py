@@ -356,13 +356,11 @@ class MSEStatsRecorder(TaylorRecorder):
 
         ``triangle``: :func:`_triangle_rows` of ``x~``, ``(q(q+1)/2, N)``."""
         c = a.shape[1]
-        upper_c = torch.triu_indices(c, c, device=xt.device)
-        upper_c = upper_c[0] * c + upper_c[1]
         ga = torch.einsum("ncd,nd->nc", gram, a)
         self._add(
             i,
             # (q(q+1)/2, c(c+1)/2); index_select: far faster than advanced indexing on the CPU
-            kron=triangle @ gram.reshape(-1, c * c).index_select(1, upper_c),
+            kron=triangle @ gram.reshape(-1, c * c).index_select(1, _upper_positions(c, xt.device)),
             g=(ga - r).T @ xt,
             s=((ga * a).sum() - 2 * (a * r).sum() + ee.sum()).reshape(1),
             count=torch.tensor([float(xt.shape[0])]),
@@ -383,9 +381,7 @@ class MSEStatsRecorder(TaylorRecorder):
             self.running[i].setdefault("rows", []).append((xt.float().cpu(), w.cpu(), u.cpu(), cc.cpu(), ee.cpu()))
             return
         if gram is None:  # an output neuron's J^T J is x~ x~^T for every neuron: one product, shared
-            q = xt.shape[1]
-            upper = torch.triu_indices(q, q, device=xt.device)
-            h = (xt.T @ xt).flatten().index_select(0, upper[0] * q + upper[1])[:, None]
+            h = (xt.T @ xt).flatten().index_select(0, _upper_positions(xt.shape[1], xt.device))[:, None]
         else:
             h = triangle @ w
         self._add(
@@ -470,6 +466,12 @@ class MSEStatsRecorder(TaylorRecorder):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base(state)
         self.running, self.snapshots = state["running"], state["snapshots"]
+
+
+def _upper_positions(k: int, device=None) -> torch.Tensor:
+    """Where ``triu_indices(k, k)`` lie in a row-major ``k x k`` matrix: the storage order of the statistics."""
+    i, j = torch.triu_indices(k, k, device=device)
+    return i * k + j
 
 
 def _triangle_index(k: int) -> torch.Tensor:
