@@ -88,18 +88,25 @@ def regret_curves(run_or_arrays: Any, recorder: str | None = None) -> list[dict[
 REGRET_RESOLUTION = 1e-5
 
 
-def loglog_slope(n: Sequence[float], regret: Sequence[float], reference: Sequence[float] | None = None,
-                 resolution: float = REGRET_RESOLUTION) -> float:
-    """Least-squares slope of ``log R`` against ``log N`` (Theorem 2: about 0.5 or below).
-
-    Horizons with ``R <= 0`` (the optimizer beat the Taylor optimum) are left out, and, given
-    ``reference`` (``N TO(N)`` per horizon), those with ``R <= resolution * |N TO(N)|``, whose
-    regret is within the rounding of the optimum; ``nan`` when fewer than two remain.
-    """
+def fitted_horizons(n: Sequence[float], regret: Sequence[float], reference: Sequence[float] | None = None,
+                    resolution: float = REGRET_RESOLUTION) -> np.ndarray:
+    """Which horizons :func:`loglog_slope` fits: ``R > 0`` (the optimizer did not beat the Taylor
+    optimum) and finite, and, given ``reference`` (``N TO(N)`` per horizon), ``R > resolution *
+    |N TO(N)|`` (not within the rounding of the optimum)."""
     n, r = np.asarray(n, dtype=np.float64), np.asarray(regret, dtype=np.float64)
     keep = (r > 0) & (n > 0) & np.isfinite(r)
     if reference is not None:
         keep &= r > resolution * np.abs(np.asarray(reference, dtype=np.float64))
+    return keep
+
+
+def loglog_slope(n: Sequence[float], regret: Sequence[float], reference: Sequence[float] | None = None,
+                 resolution: float = REGRET_RESOLUTION) -> float:
+    """Least-squares slope of ``log R`` against ``log N`` (Theorem 2: about 0.5 or below) over the
+    :func:`fitted_horizons`; ``nan`` when fewer than two.
+    """
+    n, r = np.asarray(n, dtype=np.float64), np.asarray(regret, dtype=np.float64)
+    keep = fitted_horizons(n, r, reference, resolution)
     if keep.sum() < 2:
         return float("nan")
     return float(np.polyfit(np.log(n[keep]), np.log(r[keep]), 1)[0])
@@ -150,4 +157,4 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
     raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
 
 
-__all__ = ["REGRET_RESOLUTION", "loglog_slope", "regret_curves", "regret_table", "taylor_recorders"]
+__all__ = ["REGRET_RESOLUTION", "fitted_horizons", "loglog_slope", "regret_curves", "regret_table", "taylor_recorders"]

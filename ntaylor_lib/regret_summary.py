@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .regret import REGRET_RESOLUTION, loglog_slope
+from .regret import fitted_horizons, loglog_slope
 
 
 def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", box_scale: float = 1.0) -> list[dict[str, Any]]:
@@ -23,9 +23,8 @@ def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", b
 
     Returns:
         ``[{"scale", "layer", "neuron", "slope", "horizons", "positive"}, ...]``: ``horizons``
-        counts the horizons, ``positive`` those whose regret is positive and above the rounding
-        of ``N TO(N)`` (:data:`ntaylor_lib.regret.REGRET_RESOLUTION`; the fit uses only those,
-        and ``slope`` is ``nan`` when fewer than two).
+        counts the horizons, ``positive`` those the fit uses (:func:`ntaylor_lib.regret.fitted_horizons`:
+        positive regret above the rounding of ``N TO(N)``; ``slope`` is ``nan`` when fewer than two).
     """
     series: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -38,7 +37,7 @@ def slopes(rows: Sequence[Mapping[str, Any]], column: str = "regret_recorded", b
         out.append({
             "scale": scale, "layer": items[0]["layer"], "neuron": items[0]["neuron"],
             "slope": loglog_slope(n, regret, n_to), "horizons": len(items),
-            "positive": sum(1 for v, ref in zip(regret, n_to) if v > 0 and v > REGRET_RESOLUTION * abs(ref)),
+            "positive": int(fitted_horizons(n, regret, n_to).sum()),
         })
     return out
 
