@@ -57,6 +57,8 @@ TINY = {
     "taylor_box_scales": "inf", "taylor_box_scales_ce": "1", "taylor_ce_tol": 1e-6,
     "taylor_replay_stride": 4, "taylor_replay_samples": 8, "taylor_replay_iter": 50,
 }
+
+
 def preflight() -> dict[str, str | None]:
     """Versions of the optional packages the check can use (``None``: missing)."""
     found: dict[str, str | None] = {}
