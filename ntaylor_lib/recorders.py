@@ -206,14 +206,16 @@ class MSEStatsRecorder(TaylorRecorder):
         self.chunk_rounds = max(1, int(chunk_rounds))
         self.running: list[dict[str, Any]] = [{} for _ in self.groups]
         self.snapshots: list[list[dict[str, Any]]] = [[] for _ in self.groups]
-        self._pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending: list[_Round] = []
         self._thetas: torch.Tensor | None = None  # (chunk_rounds, P): the buffered rounds' parameters
+        self._traces: _TraceBuffers | None = None  # what the flush reads of the buffered rounds' training passes
         self._views: tuple[ReluNet, list[torch.Tensor]] | None = None
 
     def spec(self) -> dict[str, Any]:
-        # "layout": the layer and neuron statistics are stored on symmetric triangles (checkpoints differ).
+        # "layout": the layer and neuron statistics are stored on symmetric triangles, factor rows with
+        # per-round sums of ||f - y||^2 (checkpoints of other layouts differ).
         return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width,
-                "layout": "triangles-v2"}
+                "layout": "triangles-v3"}
 
     def _factor_mode(self, model: ReluNet, g: Group) -> bool:
         return not g.joint and model.layer(g.layer).in_features + 1 > self.factor_width
@@ -227,6 +229,16 @@ class MSEStatsRecorder(TaylorRecorder):
         self.factor = [self._factor_mode(model, g) for g in self.groups]
         self.output_width = model.layer(model.depth).out_features
         self._shapes = [(m.out_features, m.in_features) for m in model.layers]
+        depth, layers = model.depth, {g.layer for g in self.groups}
+        # What the flush reads of a training pass: the pre-activations of the masks from the lowest
+        # group up, of each group and of its input (the output apart: its width K is large and
+        # only the output neurons' columns and ||f - y||^2 are needed), and the errors r_l of the
+        # groups' layers. Copied into chunk buffers as each round's trace arrives.
+        used = set(range(min(layers) - 1, depth - 1)) | {l - 1 for l in layers} | {l - 2 for l in layers if l > 1}
+        self._pre_layers = sorted(used - {depth - 1})
+        self._error_layers = sorted(layers - {depth})
+        self._output_columns = sorted({a for g in self.groups if g.layer == depth for a in g.neurons})
+        self._traces = None
 
     @torch.no_grad()
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -248,13 +260,30 @@ class MSEStatsRecorder(TaylorRecorder):
         # x and y are fresh tensors each round (indexed from the data set), so a reference is enough.
         self._pending.append(_Round(n, x, y, flat))
 
-    def on_backward(self, n: int, trace, grads, y) -> None:
-        """Keep the training pass's pre-activations and loss gradients of round ``n``: the flush
-        then needs no forward pass of its own, and the errors ``r_l = J_L^T e`` are the gradients
-        scaled back (``dL/da_l = 2 r_l / (N K)`` for the mean squared error)."""
+    @torch.no_grad()
+    def on_backward(self, n: int, trace, grads, y, loss) -> None:
+        """Copy what the flush needs of round ``n``'s training pass into the chunk's buffers: the
+        flush then runs no forward pass of its own, and the errors ``r_l = J_L^T e`` are the
+        gradients scaled back (``dL/da_l = 2 r_l / (N K)`` for the mean squared error), and
+        ``sum_d ||f_d - y_d||^2`` is ``N K L_n``. Copied, not referenced: the training pass's own
+        tensors are freed and their memory reused (each costs about a cache miss per byte). The
+        scaling waits for the flush: one operation per chunk instead of one per round."""
         last = self._pending[-1] if self._pending else None
-        if last is not None and last.n == n:
-            last.pre, last.grads = trace.pre, grads
+        if last is None or last.n != n:
+            return
+        output = trace.pre[-1]
+        slot = len(self._pending) - 1
+        if self._traces is None or not self._traces.fits(output, self.chunk_rounds):
+            self._traces = _TraceBuffers.like(trace.pre, self._pre_layers, self._error_layers,
+                                              self._output_columns, self.chunk_rounds)
+        buffers = self._traces
+        # one call for all the copies: each small copy of its own costs more in dispatch than in bytes
+        torch._foreach_copy_(buffers.slots[slot], [trace.pre[l] for l in self._pre_layers]
+                             + [grads[l - 1] for l in self._error_layers] + [loss])
+        if self._output_columns:  # their errors f - y, not the rounded gradients 2 (f - y) / (N K)
+            torch.index_select(output, 1, buffers.columns, out=buffers.out_pre[slot])
+            torch.index_select(y, 1, buffers.columns, out=buffers.out_err[slot])
+        last.traced = True
 
     def _unflatten(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(R, P)`` stacked flat parameters into per-layer ``W (R, C, Q')`` and ``b (R, C)``."""
@@ -282,13 +311,19 @@ class MSEStatsRecorder(TaylorRecorder):
         chosen = [self.groups[i] for i in active]
         every = [g.layer for i, g in zip(active, chosen) if not self.factor[i]]
         lowest = min(g.layer for g in chosen)
-        if all(p.pre is not None for p in pending):  # the training pass's own trace and errors
-            pre, inputs, errors = _traced_chunk(pending, lowest, {g.layer for g in chosen}, set(every))
+        columns = torch.as_tensor(self._output_columns, dtype=torch.long)
+        if all(p.traced for p in pending):  # the training passes' own traces and errors, as buffered
+            pre, errors, ee, out_pre, out_err = self._traces.chunk(len(pending), depth)
+            inputs = [None] * depth
+            for l in set(every):
+                inputs[l - 1] = torch.stack([p.x for p in pending]) if l == 1 else torch.relu(pre[l - 2])
         else:  # rounds driven through on_round alone: one batched forward pass, errors by recursion
             x, y = torch.stack([p.x for p in pending]), torch.stack([p.y for p in pending])  # (R, N, D), (R, N, K)
             pre, inputs = _stacked_trace(weights, biases, x)
-            errors = {depth: pre[-1] - y}
-        e = errors[depth]
+            e = pre[-1] - y
+            errors = {depth: e}
+            ee = torch.linalg.vecdot(e, e).sum(1)  # (R,): sum_d ||f_d - y_d||^2
+            out_pre, out_err = pre[-1][..., columns], e[..., columns]
         # Groups on the input stride (per-sample factors) need their rounds only: below the
         # lowest group that needs every round, the recursion runs on those rounds alone.
         cut = min(every) if every else depth + 1
@@ -296,13 +331,19 @@ class MSEStatsRecorder(TaylorRecorder):
             weights, pre, errors, full={g.layer for g in chosen if g.joint},
             diagonals={g.layer: g.neurons for g in chosen if not g.joint and g.layer < depth},
             lowest=lowest, cut=cut, subset=active_rounds)
-        ee = e.pow(2).sum(2)  # (R, N): ||f - y||^2
         padded: dict[int, torch.Tensor] = {}  # x~ of every round, transposed: (Q, R N), shared by a layer's groups
         triangles: dict[int, torch.Tensor] = {}  # the upper triangle of x~ x~^T per sample, (Q(Q+1)/2, R N)
         for i in active:
             g = self.groups[i]
-            gram = grams[g.layer] if g.joint else diags.get(g.layer)  # None for output neurons: J_L = I
-            r, a, ee_i = resid[g.layer], pre[g.layer - 1], ee
+            if g.layer == depth:  # output neurons: J_L = I, and their columns of a_L and e kept apart
+                at = torch.as_tensor([self._output_columns.index(a) for a in g.neurons])
+                gram, r, a = None, out_err[..., at], out_pre[..., at]
+            else:
+                gram = grams[g.layer] if g.joint else diags[g.layer]
+                r, a = resid[g.layer], pre[g.layer - 1]
+                if not g.joint:  # the neurons' own columns
+                    r, a = r[..., g.neurons], a[..., g.neurons]
+            ee_i = ee
             if self.factor[i]:  # only the rounds on the input stride, kept as per-sample rows
                 if inputs[g.layer - 1] is not None:
                     x_in = inputs[g.layer - 1][active_rounds]
@@ -314,15 +355,15 @@ class MSEStatsRecorder(TaylorRecorder):
                 a, ee_i = a[active_rounds], ee[active_rounds]
                 if g.layer >= cut:  # below the cut the recursion ran on those rounds already
                     gram, r = (None if gram is None else gram[active_rounds]), r[active_rounds]
-                parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt, ee_i))
-                self._add_neurons(i, *parts)
+                parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt))
+                self._add_neurons(i, *parts, ee_i)
                 continue
             if g.layer not in padded:
                 padded[g.layer] = _padded_transpose(inputs[g.layer - 1].flatten(0, 1))
             if gram is not None and g.layer not in triangles:  # (output neurons need none)
                 triangles[g.layer] = _triangle_rows(padded[g.layer])
             parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a))  # rounds x samples
-            xt, ee_i = padded[g.layer].T, ee_i.flatten()
+            xt = padded[g.layer].T
             (self._add_layer if g.joint else self._add_neurons)(i, *parts, xt, ee_i, triangles.get(g.layer))
 
     def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
@@ -354,7 +395,8 @@ class MSEStatsRecorder(TaylorRecorder):
     def _add_layer(self, i, gram, r, a, xt, ee, triangle) -> None:
         """``H += sum_d (x~ x~^T) kron Gram`` on both factors' upper triangles, ``g += sum_d (Gram a - r) x~^T``.
 
-        ``triangle``: :func:`_triangle_rows` of ``x~``, ``(q(q+1)/2, N)``."""
+        ``ee``: ``sum_d ||f_d - y_d||^2`` of each round; ``triangle``: :func:`_triangle_rows` of ``x~``,
+        ``(q(q+1)/2, N)``."""
         c = a.shape[1]
         ga = torch.einsum("ncd,nd->nc", gram, a)
         self._add(
@@ -370,13 +412,12 @@ class MSEStatsRecorder(TaylorRecorder):
     def _add_neurons(self, i, gram, r, a, xt, ee, triangle=None) -> None:
         """Neuron ``alpha``: ``J^T J = w x~ x~^T`` with ``w = Gram[alpha, alpha]`` (``gram``: ``(N, m)``; ``None``: 1).
 
-        ``H`` is kept on the upper triangle, ``(q(q+1)/2, m)``: one product of ``triangle``
-        (:func:`_triangle_rows` of ``x~``) with the weights ``w``."""
-        idx = self.groups[i].neurons
-        w = torch.ones_like(r[:, idx]) if gram is None else gram  # gram: (N, m) diagonal entries
-        aa, rr = a[:, idx], r[:, idx]
-        u = w * aa - rr  # J_alpha^T c / x~
-        cc = w * aa * aa - 2 * aa * rr + ee[:, None]
+        ``r`` and ``a`` hold the group's neurons' columns, ``(N, m)``; ``ee``, ``sum_d ||f_d - y_d||^2``
+        of each round. ``H`` is kept on the upper triangle, ``(q(q+1)/2, m)``: one product of
+        ``triangle`` (:func:`_triangle_rows` of ``x~``) with the weights ``w``."""
+        w = torch.ones_like(r) if gram is None else gram  # gram: (N, m) diagonal entries
+        u = w * a - r  # J_alpha^T c / x~
+        cc = w * a * a - 2 * a * r  # ||c||^2 per sample, less ||f - y||^2 (added as the rounds' sums)
         if self.factor[i]:
             self.running[i].setdefault("rows", []).append((xt.float().cpu(), w.cpu(), u.cpu(), cc.cpu(), ee.cpu()))
             return
@@ -388,7 +429,7 @@ class MSEStatsRecorder(TaylorRecorder):
             i,
             h=h,
             g=u.T @ xt,
-            s=cc.sum(0),
+            s=cc.sum(0) + ee.sum(),
             count=torch.tensor([float(xt.shape[0])]),
             loss=ee.sum().reshape(1),
         )
@@ -429,7 +470,7 @@ class MSEStatsRecorder(TaylorRecorder):
             if snap["rows"]:
                 xt, w, u, cc, ee = (torch.cat(parts).double() for parts in zip(*snap["rows"]))
                 inc = (torch.stack([(xt * w[:, j : j + 1]).T @ xt for j in range(w.shape[1])]),
-                       u.T @ xt, cc.sum(0), torch.tensor([float(xt.shape[0])]), ee.sum().reshape(1))
+                       u.T @ xt, cc.sum(0) + ee.sum(), torch.tensor([float(xt.shape[0])]), ee.sum().reshape(1))
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
             yield total
 
@@ -485,31 +526,56 @@ def _triangle_index(k: int) -> torch.Tensor:
 
 @dataclass
 class _Round:
-    """A buffered round: ``theta^n`` (flat, a row of the chunk buffer), the minibatch and, when
-    the training loop hands them over, its forward pass's pre-activations and loss gradients."""
+    """A buffered round: ``theta^n`` (flat, a row of the chunk buffer), the minibatch, and whether
+    the training loop handed over its pass (then in the :class:`_TraceBuffers`' slot of the round)."""
 
     n: int
     x: torch.Tensor
     y: torch.Tensor
     theta: torch.Tensor
-    pre: list[torch.Tensor] | None = None
-    grads: list[torch.Tensor] | None = None
+    traced: bool = False
 
 
-def _traced_chunk(pending: list[_Round], lowest: int, layers: set[int], every: set[int]):
-    """Stack what the chunk's training passes saw, as :func:`_stacked_trace` and the error recursion
-    would compute it: pre-activations ``(R, N, C_l)`` of the layers used (those of ``layers`` and
-    their inputs', ``None`` elsewhere), the inputs of the layers ``every`` (groups that use every
-    round), and ``r_l = J_L^T e`` for ``l = lowest .. L`` (``dL/da_l`` times ``N K / 2``)."""
-    depth = len(pending[0].pre)
-    used = set(range(lowest - 1, depth - 1)) | {l - 1 for l in layers} | {l - 2 for l in layers if l > 1}
-    pre = [torch.stack([p.pre[l] for p in pending]) if l in used else None for l in range(depth)]
-    inputs = [None] * depth
-    for l in every:
-        inputs[l - 1] = torch.stack([p.x for p in pending]) if l == 1 else torch.relu(pre[l - 2])
-    n, k = pending[0].pre[-1].shape
-    errors = {l: torch.stack([p.grads[l - 1] for p in pending]).mul_(n * k / 2) for l in range(lowest, depth + 1)}
-    return pre, inputs, errors
+@dataclass
+class _TraceBuffers:
+    """A chunk's worth of what the flush reads of the training passes, one slot per round: the
+    pre-activations ``pre[l]`` ``(R, N, C_l)`` (index ``l - 1`` for layer ``l``), the errors
+    ``errors[l] = r_l`` of layer ``l``, ``ee = sum_d ||f_d - y_d||^2`` ``(R,)``, and the output neurons'
+    columns of ``a_L`` and ``e`` ``(R, N, m)``. Reused from chunk to chunk. Each round's slots hold
+    what the training pass saw: ``dL/da_l``, ``L`` and ``y`` in place of ``r_l``, ``ee`` and ``e``
+    (:meth:`chunk` converts)."""
+
+    pre: dict[int, torch.Tensor]
+    errors: dict[int, torch.Tensor]
+    ee: torch.Tensor
+    out_pre: torch.Tensor
+    out_err: torch.Tensor
+    width: int  # K, the output's
+    columns: torch.Tensor  # the output neurons kept
+    slots: list[list[torch.Tensor]]  # per round: its views of pre, errors and ee, in that order
+
+    @classmethod
+    def like(cls, pre: list[torch.Tensor], pre_layers, error_layers, columns: list[int], rounds: int) -> _TraceBuffers:
+        out = pre[-1]
+        new = lambda width: out.new_empty(rounds, out.shape[0], width)  # noqa: E731
+        kept, errors = {l: new(pre[l].shape[1]) for l in pre_layers}, {l: new(pre[l - 1].shape[1]) for l in error_layers}
+        ee = out.new_empty(rounds)
+        slots = [[kept[l][i] for l in pre_layers] + [errors[l][i] for l in error_layers] + [ee[i]] for i in range(rounds)]
+        return cls(kept, errors, ee, new(len(columns)), new(len(columns)), out.shape[1],
+                   torch.as_tensor(columns, dtype=torch.long, device=out.device), slots)
+
+    def fits(self, output: torch.Tensor, rounds: int) -> bool:
+        return self.out_pre.shape[:2] == (rounds, output.shape[0]) and (self.width, self.ee.dtype, self.ee.device) == (
+            output.shape[1], output.dtype, output.device)
+
+    def chunk(self, rounds: int, depth: int):
+        """The first ``rounds`` slots: ``pre`` as a list over all layers (``None`` where not kept),
+        ``r_l = dL/da_l N K / 2``, ``sum_d ||f_d - y_d||^2 = N K L``, the output columns and their errors."""
+        samples, k = self.out_pre.shape[1], self.width
+        pre = [self.pre[l][:rounds] if l in self.pre else None for l in range(depth)]
+        errors = {l: t[:rounds] * (samples * k / 2) for l, t in self.errors.items()}
+        out_pre = self.out_pre[:rounds]
+        return pre, errors, self.ee[:rounds] * (samples * k), out_pre, out_pre - self.out_err[:rounds]
 
 
 def _column_square_norms(f: torch.Tensor) -> torch.Tensor:
@@ -590,38 +656,39 @@ def _stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors:
     Args:
         weights: ``W_l`` ``(R, C_l, C_{l-1})`` per layer, one per round.
         pre: pre-activations ``(R, N, C_l)``.
-        errors: ``{L: e}``, the output errors ``(R, N, K)``, and ``r_l`` of the layers where they
-            are already known (from the training pass's gradients); the others are computed.
+        errors: ``r_l`` ``(R, N, C_l)`` where already known (from the training pass's gradients), or
+            ``{L: e}``, the output errors ``(R, N, K)``, from which the rest are computed.
         full: layers whose full ``(R, N, C, C)`` Gram is returned.
         diagonals: ``{l: neurons}`` whose ``(R, N, m)`` diagonal entries are returned.
         lowest: the lowest layer needed.
         cut, subset: below layer ``cut`` only the rounds ``subset`` (a bool ``(R,)``) are computed.
 
     Returns:
-        ``grams[l]``, ``diags[l]`` and ``resid[l]`` ``(R, N, C_l)`` (``R`` = the subset's rounds below ``cut``).
+        ``grams[l]``, ``diags[l]`` and ``resid[l]`` ``(R, N, C_l)`` (``R`` = the subset's rounds below
+        ``cut``; ``resid`` where given or computable).
     """
     depth = len(weights)
     grams: dict[int, torch.Tensor | None] = {depth: None}
     diags: dict[int, torch.Tensor] = {}
-    e = errors[depth]
-    resid = {depth: e}
+    dtype = weights[0].dtype
+    resid = {depth: errors[depth]} if depth in errors else {}
     factor = above = None  # F (R, rows, C_{L-1}); the mask D_{l+1} of the layer above
     f = None  # F_l, (R, rows, N, C_l), from the second hidden layer from the top down
     sliced = False  # whether the carried factor state holds the strided rounds only
     for l in range(depth - 1, lowest - 1, -1):
-        mask, w, r_next = (pre[l - 1] > 0).to(e.dtype), weights[l], resid[l + 1]  # w: layer l+1, (R, C', C)
+        mask, w, r_next = (pre[l - 1] > 0).to(dtype), weights[l], resid.get(l + 1)  # w: layer l+1, (R, C', C)
         gram_above = grams.get(l + 1)
         if subset is not None and l < cut:
             mask, w = mask[subset], w[subset]
             if l == min(cut, depth) - 1:  # the first layer below the cut: what is carried down, too
-                r_next = r_next[subset]
+                r_next = None if r_next is None else r_next[subset]
                 gram_above = None if gram_above is None else gram_above[subset]
                 if not sliced:
                     f, factor, above = (None if t is None else t[subset] for t in (f, factor, above))
                     sliced = True
         if l in errors:
             resid[l] = errors[l] if subset is None or l >= cut else errors[l][subset]
-        else:
+        elif r_next is not None:
             resid[l] = torch.bmm(r_next, w) * mask
         r, n, c = mask.shape
         chosen = list(diagonals.get(l, ()))

@@ -181,10 +181,12 @@ class Recorder:
     def on_round(self, n: int, model: ReluNet, x: torch.Tensor, y: torch.Tensor) -> None:
         """Round ``n`` (from 0): ``model`` holds ``theta^n``, before the step on minibatch ``(x, y)``."""
 
-    def on_backward(self, n: int, trace: Trace, grads: list[torch.Tensor], y: torch.Tensor) -> None:
+    def on_backward(self, n: int, trace: Trace, grads: list[torch.Tensor], y: torch.Tensor,
+                    loss: torch.Tensor) -> None:
         """Round ``n`` after the backward pass, before the step (the model still holds ``theta^n``):
-        the forward ``trace`` on the minibatch (detached) and ``grads[l - 1]``, the gradient of
-        ``L_n`` by the pre-activation ``a_l``. Called only when :attr:`uses_trace` is set."""
+        the forward ``trace`` on the minibatch (detached), ``grads[l - 1]``, the gradient of
+        ``L_n`` by the pre-activation ``a_l``, the targets ``y`` and ``L_n`` itself (detached).
+        Called only when :attr:`uses_trace` is set."""
 
     def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
         """After the last step of ``epoch`` (from 1); also called with 0 before training."""
@@ -283,7 +285,7 @@ def training_step(task: str, model: ReluNet, optimizer: torch.optim.Optimizer, x
         seen = Trace([t.detach() for t in trace.inputs], [a.detach() for a in trace.pre], trace.pool_indices)
         grads = [a.grad for a in trace.pre]
         for recorder in tracers:
-            recorder.on_backward(n, seen, grads, y)
+            recorder.on_backward(n, seen, grads, y, loss.detach())
     optimizer.step()
     return loss.detach()
 

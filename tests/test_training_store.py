@@ -153,12 +153,14 @@ def test_a_tracing_recorder_leaves_the_steps_unchanged(mnist_root, tiny_params, 
         def on_round(self, n, model, x, y):
             self.model, self.x, self.y = model, x, y
 
-        def on_backward(self, n, trace, grads, y):
-            if self.checked < 2:  # the gradient by the output, against autograd on a fresh pass
+        def on_backward(self, n, trace, grads, y, loss):
+            if self.checked < 2:  # the loss and its gradient by the output, against a fresh pass
                 with torch.enable_grad():
                     f = self.model(self.x).detach().requires_grad_()
-                    expected = torch.autograd.grad(batch_loss(task, f, self.y), f)[0]
+                    fresh = batch_loss(task, f, self.y)
+                    expected = torch.autograd.grad(fresh, f)[0]
                 torch.testing.assert_close(grads[-1], expected)
+                assert torch.equal(loss, fresh.detach()) and not loss.requires_grad
                 assert all(not t.requires_grad for t in trace.pre + trace.inputs)
                 self.checked += 1
 
