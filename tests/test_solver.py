@@ -258,7 +258,8 @@ def test_box_quadratic_matches_bvls_on_random_problems(seed):
     np.testing.assert_allclose(value, expected, rtol=1e-9)
 
 
-def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_rounds():
+@pytest.mark.parametrize("traced", [False, True])  # (traced: the chunk buffers are reused, chunk after chunk)
+def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_rounds(traced):
     """Buffering rounds changes nothing; neurons on the input stride are solved from their rounds only."""
     _, net, _ = small_nets()[0]
     batches = dense_batches(net, rounds=8)
@@ -267,7 +268,7 @@ def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_r
     for chunk in (1, 3, 8):
         rec = MSEStatsRecorder(groups, box_scales=(math.inf,), factor_width=6, input_stride=2, chunk_rounds=chunk)
         trained = copy.deepcopy(net)
-        snaps = drive(rec, trained, batches, "autoencoder")
+        snaps = drive(rec, trained, batches, "autoencoder", traced=traced)
         out[chunk] = rec.arrays()
     for chunk in (3, 8):
         np.testing.assert_allclose(out[chunk]["optimum"], out[1]["optimum"], rtol=1e-10)
