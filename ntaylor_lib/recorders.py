@@ -177,9 +177,10 @@ class MSEStatsRecorder(TaylorRecorder):
     processed ``chunk_rounds`` at a time, with the round as a batch dimension: one
     backward Gram recursion and one product per statistic per chunk instead of per round,
     so the per-round cost is a copy of the weights. Under :func:`ntaylor_lib.training.train`
-    the recorder also keeps the training pass's pre-activations and loss gradients
-    (:meth:`on_backward`), so it repeats neither the forward pass nor the error recursion;
-    rounds driven through :meth:`on_round` alone get one batched forward pass per chunk.
+    the recorder also copies what it reads of the training pass (the pre-activations, the
+    loss gradients and the loss, :meth:`on_backward`) into chunk buffers, so it repeats
+    neither the forward pass nor the error recursion; rounds driven through :meth:`on_round`
+    alone get one batched forward pass per chunk.
     The layer statistic ``sum (x~ x~^T) kron Gram`` is accumulated on the upper
     triangles of both symmetric factors (a quarter of the products) and unfolded when
     solving.
