@@ -283,7 +283,7 @@ class MSEStatsRecorder(TaylorRecorder):
                              + [grads[l - 1] for l in self._error_layers] + [loss])
         if self._output_columns:  # their errors f - y, not the rounded gradients 2 (f - y) / (N K)
             torch.index_select(output, 1, buffers.columns, out=buffers.out_pre[slot])
-            torch.index_select(y, 1, buffers.columns, out=buffers.out_err[slot])
+            torch.index_select(y, 1, buffers.columns, out=buffers.out_y[slot])
         last.traced = True
 
     def _unflatten(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -312,7 +312,6 @@ class MSEStatsRecorder(TaylorRecorder):
         chosen = [self.groups[i] for i in active]
         every = [g.layer for i, g in zip(active, chosen) if not self.factor[i]]
         lowest = min(g.layer for g in chosen)
-        columns = torch.as_tensor(self._output_columns, dtype=torch.long)
         if all(p.traced for p in pending):  # the training passes' own traces and errors, as buffered
             pre, errors, ee, out_pre, out_err = self._traces.chunk(len(pending), depth)
             inputs = [None] * depth
@@ -324,6 +323,7 @@ class MSEStatsRecorder(TaylorRecorder):
             e = pre[-1] - y
             errors = {depth: e}
             ee = torch.linalg.vecdot(e, e).sum(1)  # (R,): sum_d ||f_d - y_d||^2
+            columns = torch.as_tensor(self._output_columns, dtype=torch.long, device=e.device)
             out_pre, out_err = pre[-1][..., columns], e[..., columns]
         # Groups on the input stride (per-sample factors) need their rounds only: below the
         # lowest group that needs every round, the recursion runs on those rounds alone.
@@ -344,7 +344,6 @@ class MSEStatsRecorder(TaylorRecorder):
                 r, a = resid[g.layer], pre[g.layer - 1]
                 if not g.joint and g.neurons != list(range(r.shape[-1])):  # the neurons' own columns
                     r, a = r[..., g.neurons], a[..., g.neurons]
-            ee_i = ee
             if self.factor[i]:  # only the rounds on the input stride, kept as per-sample rows
                 if inputs[g.layer - 1] is not None:
                     x_in = inputs[g.layer - 1][active_rounds]
@@ -353,11 +352,11 @@ class MSEStatsRecorder(TaylorRecorder):
                 else:
                     x_in = torch.relu(pre[g.layer - 2][active_rounds])
                 xt = torch.nn.functional.pad(x_in, (0, 1), value=1.0)
-                a, ee_i = a[active_rounds], ee[active_rounds]
+                a = a[active_rounds]
                 if g.layer >= cut:  # below the cut the recursion ran on those rounds already
                     gram, r = (None if gram is None else gram[active_rounds]), r[active_rounds]
                 parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a, xt))
-                self._add_neurons(i, *parts, ee_i)
+                self._add_neurons(i, *parts, ee[active_rounds])
                 continue
             if g.layer not in padded:
                 padded[g.layer] = _padded_transpose(inputs[g.layer - 1].flatten(0, 1))
@@ -365,7 +364,7 @@ class MSEStatsRecorder(TaylorRecorder):
                 triangles[g.layer] = _triangle_rows(padded[g.layer])
             parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a))  # rounds x samples
             xt = padded[g.layer].T
-            (self._add_layer if g.joint else self._add_neurons)(i, *parts, xt, ee_i, triangles.get(g.layer))
+            (self._add_layer if g.joint else self._add_neurons)(i, *parts, xt, ee, triangles.get(g.layer))
 
     def _track_stacked_box(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
         """Widen every group's box by the chunk's rounds: one pass per layer over the rows that some
@@ -540,44 +539,44 @@ class _Round:
 
 @dataclass
 class _TraceBuffers:
-    """A chunk's worth of what the flush reads of the training passes, one slot per round: the
-    pre-activations ``pre[l]`` ``(R, N, C_l)`` (index ``l - 1`` for layer ``l``), the errors
-    ``errors[l] = r_l`` of layer ``l``, ``ee = sum_d ||f_d - y_d||^2`` ``(R,)``, and the output neurons'
-    columns of ``a_L`` and ``e`` ``(R, N, m)``. Reused from chunk to chunk. Each round's slots hold
-    what the training pass saw: ``dL/da_l``, ``L`` and ``y`` in place of ``r_l``, ``ee`` and ``e``
-    (:meth:`chunk` converts)."""
+    """A chunk's worth of what the flush reads of the training passes, one slot per round, as the
+    pass saw it: the pre-activations ``pre[l]`` ``(R, N, C_l)`` (index ``l - 1`` for layer ``l``),
+    the loss gradients ``grads[l] = dL/da_l`` of layer ``l``, the loss ``L`` ``(R,)``, and the
+    output neurons' columns of ``a_L`` and ``y`` ``(R, N, m)``. Reused from chunk to chunk;
+    :meth:`chunk` converts them to what the statistics use."""
 
     pre: dict[int, torch.Tensor]
-    errors: dict[int, torch.Tensor]
-    ee: torch.Tensor
+    grads: dict[int, torch.Tensor]
+    loss: torch.Tensor
     out_pre: torch.Tensor
-    out_err: torch.Tensor
+    out_y: torch.Tensor
     width: int  # K, the output's
     columns: torch.Tensor  # the output neurons kept
-    slots: list[list[torch.Tensor]]  # per round: its views of pre, errors and ee, in that order
+    slots: list[list[torch.Tensor]]  # per round: its views of pre, grads and loss, in that order
 
     @classmethod
     def like(cls, pre: list[torch.Tensor], pre_layers, error_layers, columns: list[int], rounds: int) -> _TraceBuffers:
         out = pre[-1]
         new = lambda width: out.new_empty(rounds, out.shape[0], width)  # noqa: E731
-        kept, errors = {l: new(pre[l].shape[1]) for l in pre_layers}, {l: new(pre[l - 1].shape[1]) for l in error_layers}
-        ee = out.new_empty(rounds)
-        slots = [[kept[l][i] for l in pre_layers] + [errors[l][i] for l in error_layers] + [ee[i]] for i in range(rounds)]
-        return cls(kept, errors, ee, new(len(columns)), new(len(columns)), out.shape[1],
+        kept, grads = {l: new(pre[l].shape[1]) for l in pre_layers}, {l: new(pre[l - 1].shape[1]) for l in error_layers}
+        loss = out.new_empty(rounds)
+        slots = [[kept[l][i] for l in pre_layers] + [grads[l][i] for l in error_layers] + [loss[i]] for i in range(rounds)]
+        return cls(kept, grads, loss, new(len(columns)), new(len(columns)), out.shape[1],
                    torch.as_tensor(columns, dtype=torch.long, device=out.device), slots)
 
     def fits(self, output: torch.Tensor, rounds: int) -> bool:
-        return self.out_pre.shape[:2] == (rounds, output.shape[0]) and (self.width, self.ee.dtype, self.ee.device) == (
+        return self.out_pre.shape[:2] == (rounds, output.shape[0]) and (self.width, self.loss.dtype, self.loss.device) == (
             output.shape[1], output.dtype, output.device)
 
     def chunk(self, rounds: int, depth: int):
         """The first ``rounds`` slots: ``pre`` as a list over all layers (``None`` where not kept),
-        ``r_l = dL/da_l N K / 2``, ``sum_d ||f_d - y_d||^2 = N K L``, the output columns and their errors."""
+        the errors ``r_l = dL/da_l N K / 2``, ``sum_d ||f_d - y_d||^2 = N K L`` ``(R,)``, the output
+        neurons' columns of ``a_L`` and their errors ``e = a_L - y``."""
         samples, k = self.out_pre.shape[1], self.width
         pre = [self.pre[l][:rounds] if l in self.pre else None for l in range(depth)]
-        errors = {l: t[:rounds] * (samples * k / 2) for l, t in self.errors.items()}
+        errors = {l: t[:rounds] * (samples * k / 2) for l, t in self.grads.items()}
         out_pre = self.out_pre[:rounds]
-        return pre, errors, self.ee[:rounds] * (samples * k), out_pre, out_pre - self.out_err[:rounds]
+        return pre, errors, self.loss[:rounds] * (samples * k), out_pre, out_pre - self.out_y[:rounds]
 
 
 def _column_square_norms(f: torch.Tensor) -> torch.Tensor:
