@@ -82,9 +82,10 @@ def regret_curves(run_or_arrays: Any, recorder: str | None = None) -> list[dict[
 
 #: A regret below this fraction of ``N TO(N)`` is within the float rounding of the optimum, and
 #: is not fitted: on one autoencoder run, two exact routes to the same MSE statistics (the
-#: training pass's trace, and the recorder's own forward pass) gave optima up to 2.6e-6 apart
-#: (relative; median 3e-8), and moved slopes fitted on such regrets by up to 5
-#: (``benchmarks/regret_rounding.py``; with this threshold they agree to 0.05).
+#: training pass's trace, and the recorder's own forward pass) gave optima up to 2.7e-6 apart
+#: (relative; median about 2e-8), and moved slopes fitted on such regrets by up to 6
+#: (``benchmarks/regret_rounding.py`` at commit d742707, three optimizers; with this threshold
+#: they agree to 0.004; the README has the numbers).
 REGRET_RESOLUTION = 1e-5
 
 
