@@ -6,37 +6,66 @@ Prints, for both tasks: structured Jacobian capture per minibatch against a per-
 (``--epochs`` epochs of the cpu profile); and the solver's time per horizon.
 
     python benchmarks/bench_taylor.py [--epochs 1]
+    python benchmarks/bench_taylor.py --device cuda --bundle data/gpu_check --no-solve   # the same work on a GPU
+
+On a GPU machine without the book's packages or torchvision's data, ``--bundle`` reads
+the MNIST arrays of ``python -m ntaylor_lib data --gpu-bundle`` instead; every timing is
+then taken with CUDA synchronised before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
 from ntaylor_lib import get_profile, run_config, train
 from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.data import task_data
+from ntaylor_lib.data import MissingDataError, load_gpu_bundle, task_data, task_data_from_arrays
 from ntaylor_lib.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
 from ntaylor_lib.models import build_model
 from ntaylor_lib.regret import taylor_recorders
 
 
+DEVICE = "cpu"  # set by --device
+BUNDLE: Path | None = None  # set by --bundle
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def seconds(fn) -> float:
+    """Wall seconds of ``fn()``, with CUDA's queue drained before and after."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
 def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(seconds(fn) for _ in range(repeat))
+
+
+def load(task: str, dataset: str, train_size: int, eval_size: int, probe_size: int):
+    """The task's data on the benchmark's device: torchvision's files, or the GPU bundle with ``--bundle``."""
+    if BUNDLE is None:
+        return task_data(task, dataset, train_size, eval_size, probe_size, DEVICE)
+    arrays = load_gpu_bundle(dataset, BUNDLE)
+    if arrays is None:
+        raise MissingDataError(f"no {dataset}.pt.gz under {BUNDLE}: run `python -m ntaylor_lib data --gpu-bundle`")
+    return task_data_from_arrays(arrays, task, dataset, train_size, eval_size, probe_size, DEVICE)
 
 
 def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 8) -> None:
     config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
-    data = task_data(task, config.dataset, 2048, 64, 16)
+    data = load(task, config.dataset, 2048, 64, 16)
     torch.manual_seed(0)
-    model = build_model(task, config.dataset, config.width)
+    model = build_model(task, config.dataset, config.width).to(DEVICE)
     x = data.train_x[:batch]
     fast = best_of(lambda: scale_jacobian(model, x, scale))
     jac = best_of(lambda: jacrev_jacobian(model, x, scale), repeat=1)
@@ -51,9 +80,9 @@ def recorder_capture(params, loop_samples: int = 2) -> None:
     tracks: layer 1 whole, conv and dense neurons) against the autograd loop computing
     the same Jacobians (one backward per sample and output gives every layer's)."""
     config = run_config(params, "convnet", "rmsprop", lr=params["lr_convnet_rmsprop"])
-    data = task_data("convnet", config.dataset, 2048, 64, 16)
+    data = load("convnet", config.dataset, 2048, 64, 16)
     torch.manual_seed(0)
-    model = build_model("convnet", config.dataset, config.width)
+    model = build_model("convnet", config.dataset, config.width).to(DEVICE)
     recorder = taylor_recorders("convnet", params, solve_at_end=False)[0]
     recorder.setup(model, data, config)
     x, y = data.train_x[: config.batch_size], data.train_y[: config.batch_size]
@@ -65,9 +94,9 @@ def recorder_capture(params, loop_samples: int = 2) -> None:
           f"{loop / fast:.0f}x)")
 
 
-def training(task: str, params, label: str = "") -> None:
-    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
-    data = task_data(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
+def training(task: str, params, label: str = "", solve: bool = True) -> None:
+    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"], check_data=BUNDLE is None)
+    data = load(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
     train(config, data=data, progress=False)  # warm-up: allocator, kernels
     # Alternated, each the best of three, fresh recorders every time: both sides see the same
     # machine state, and neither gets a warm-up the other lacks.
@@ -75,20 +104,16 @@ def training(task: str, params, label: str = "") -> None:
     for _ in range(3):
         plain.append(best_of(lambda: train(config, data=data, progress=False), repeat=1))
         recorders = taylor_recorders(task, params, solve_at_end=False)
-        start = time.perf_counter()
-        train(config, recorders=recorders, data=data, progress=False)
-        recorded.append(time.perf_counter() - start)
+        recorded.append(seconds(lambda: train(config, recorders=recorders, data=data, progress=False)))
     plain, recorded = min(plain), min(recorded)
     print(f"{task}{label} training ({config.epochs} epochs, {params['train_size']} samples): plain {plain:.2f} s, "
           f"with recorders {recorded:.2f} s ({recorded / plain:.2f}x; best of 3 each, alternated)")
-    for recorder in recorders:
-        start = time.perf_counter()
-        recorder.solve()
-        solve = time.perf_counter() - start
+    for recorder in recorders if solve else []:
+        solve_s = seconds(recorder.solve)
         horizons = len(recorder.horizons)
         scales = len(recorder.arrays()["labels"])
         print(f"  solve {recorder.name}: {solve:.1f} s for {scales} scales x {len(recorder.box_scales)} boxes = "
-              f"{solve / horizons:.2f} s per horizon")
+              f"{solve_s / horizons:.2f} s per horizon")
 
 
 def main() -> None:
@@ -96,23 +121,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--default-malloc", action="store_true",
                         help="keep glibc's default allocator settings (the library's entry points retain freed memory)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="read MNIST from this GPU data bundle (python -m ntaylor_lib data --gpu-bundle)")
+    parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
     args = parser.parse_args()
+    global DEVICE, BUNDLE
+    DEVICE, BUNDLE = args.device, args.bundle
     # As the command line and the book do; the fast paths and their baselines run under the same setting.
     retained = False if args.default_malloc else retain_freed_memory()
 
     def cpu_profile(**extra):  # the profile's fixed rates: a benchmark must not depend on a tuning having run
-        return get_profile("cpu", {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed", **extra})
+        return get_profile("cpu", {"epochs": args.epochs, "device": args.device, "lr_source": "fixed", **extra})
 
     params = cpu_profile()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, freed memory retained: {retained}")
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, freed memory retained: {retained}")
     capture("autoencoder", params, Scale(3), 64)
     capture("convnet", params, Scale(2), 128)
     capture("convnet", params, Scale(2, 0), 128)
     recorder_capture(params)
-    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)")
-    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)")
-    training("autoencoder", cpu_profile(taylor_neurons=50, taylor_input_neurons=50), " (layer 3, 50 neurons of every layer)")
-    training("convnet", params, " (cpu profile)")
+    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)", args.solve)
+    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)", args.solve)
+    training("autoencoder", cpu_profile(taylor_neurons=50, taylor_input_neurons=50), " (layer 3, 50 neurons of every layer)",
+             args.solve)
+    training("convnet", params, " (cpu profile)", args.solve)
 
 
 if __name__ == "__main__":

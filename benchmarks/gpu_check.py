@@ -5,9 +5,11 @@ the profile's width on MNIST-sized 1x28x28 and on CIFAR-sized 3x32x32 inputs) it
 with the library's own loop (:func:`ntaylor_lib.training.train`) and measures:
 
 - seconds per epoch with no recorders (``bare``), with the exploration runs' recorders
-  (``explore``: activation configurations and signed gradients) and with every recorder
-  of a standard run (``all``: :func:`ntaylor_lib.experiments.standard_recorders`, Taylor
-  recorders included); ``all / bare`` is the recorder overhead;
+  (``explore``: activation configurations and signed gradients), with the Taylor
+  recorders alone (``taylor``: :func:`ntaylor_lib.regret.taylor_recorders`, what issue 4's
+  overhead target is about) and with every recorder of a standard run (``all``:
+  :func:`ntaylor_lib.experiments.standard_recorders`); ``all / bare`` is the recorder
+  overhead of a standard run, ``taylor / bare`` that of the Taylor recorders;
 - seconds to solve the Taylor optima of one horizon (what ``on_train_end`` solves for
   each epoch end), group by group so that the time box is checked between groups, the
   cross-entropy neurons from the first few of each group (``--ce-neurons``), scaled;
@@ -39,6 +41,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = (("autoencoder", "mnist"), ("convnet", "mnist"), ("convnet", "cifar10"))
-VARIANTS = ("bare", "explore", "all")
+VARIANTS = ("bare", "explore", "taylor", "all")
 INPUTS = {"autoencoder": "MNIST 784", "mnist": "MNIST-sized 1x28x28", "cifar10": "CIFAR-sized 3x32x32"}
 # --tiny: the paper profile shrunk until the whole check takes seconds on a CPU (tests).
 TINY = {
@@ -113,10 +116,14 @@ def make_recorders(variant: str, task: str, params: Mapping[str, Any]) -> list:
     """The recorders of a variant; the Taylor recorders' end-of-training solve is left to :func:`solve_seconds`."""
     from ntaylor_lib.experiments import standard_recorders
     from ntaylor_lib.recorders import TaylorRecorder
+    from ntaylor_lib.regret import taylor_recorders
 
     if variant == "bare":
         return []
-    recorders = standard_recorders(task, params, taylor=variant == "all")
+    if variant == "taylor":
+        recorders = taylor_recorders(task, params)
+    else:
+        recorders = standard_recorders(task, params, taylor=variant == "all")
     for rec in recorders:
         if isinstance(rec, TaylorRecorder):
             rec.solve_at_end = False
@@ -286,12 +293,12 @@ def _peak(device: str) -> int | None:
 
 
 def measure_full(task: str, params: Mapping[str, Any], first: dict[str, Any], args, box: TimeBox) -> dict[str, Any]:
-    """A whole epoch of ``bare`` and ``all`` (and ``explore``), and the solve of its horizon."""
+    """A whole epoch of ``bare`` and ``all`` (then ``taylor`` and ``explore``), and the solve of its horizon."""
     config, data = first["config"], first["data"]
     if config.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out: dict[str, Any] = {"epoch_s": {}}
-    for variant in ("bare", "all", "explore"):
+    for variant in ("bare", "all", "taylor", "explore"):
         recorders = make_recorders(variant, task, params)
         out["epoch_s"][variant] = epoch_seconds(config, recorders, data)
         if variant == "all":
@@ -373,12 +380,14 @@ def report_text(result: dict[str, Any]) -> str:
     lines = [f"# paper profile{' (--tiny)' if '--tiny' in made['command'].split() else ''} on "
              f"{made['device_name']}, torch {made['torch']}, optimizer {made['optimizer']}, seed {made['seed']}, "
              f"time box {made['max_seconds']:.0f} s"]
-    lines += [f"{'case':<40} {'rounds':>6} {'mode':<22} {'bare/ep':>9} {'explore':>9} {'all/ep':>9} {'ratio':>6} "
+    lines += [f"{'case':<40} {'rounds':>6} {'mode':<22} {'bare/ep':>9} {'explore':>9} {'taylor':>9} {'all/ep':>9} "
+              f"{'taylor/bare':>11} {'all/bare':>8} "
              f"{'solve/hz':>9} {'peak GPU':>9} {'rec state/ep':>12}"]
     for key, c in result["cases"].items():
         lines.append(
             f"{key + ' (' + c['input'] + ')':<40} {c['rounds_per_epoch']:>6} {c['mode']:<22} {_secs(c['epoch_s']['bare']):>9} "
-            f"{_secs(c['epoch_s']['explore']):>9} {_secs(c['epoch_s']['all']):>9} {c['overhead_ratio']:>6.2f} "
+            f"{_secs(c['epoch_s']['explore']):>9} {_secs(c['epoch_s']['taylor']):>9} {_secs(c['epoch_s']['all']):>9} "
+            f"{c['taylor_ratio']:>11.2f} {c['overhead_ratio']:>8.2f} "
             f"{_secs(c['solve_s_per_horizon']):>9} {_mib(c['peak_gpu_bytes']):>9} {_mib(c['recorder_state_bytes_per_epoch']):>12}"
         )
     for note in result["notes"]:
@@ -390,7 +399,8 @@ def report_text(result: dict[str, Any]) -> str:
             lines.append(f"  {task}: {row['main_runs']} runs x {p['epochs']} epochs with all recorders + their solves "
                          f"{_secs(row['solve_s'])}, {row['exploration_runs']} exploration runs, {row['tuning_runs']} tuning runs "
                          f"{_secs(row['tuning_s'])}: {_secs(row['seconds'])}")
-    lines.append(f"formula: {result['projection']['paper']['formula']}")
+    if result["projection"]:
+        lines.append(f"formula: {next(iter(result['projection'].values()))['formula']}")
     return "\n".join(lines)
 
 
@@ -436,22 +446,38 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("--device cuda but torch sees no CUDA GPU; use --device cpu (with --tiny) to try it on a CPU")
         bundle = args.bundle or gpu_bundle_dir()
         torch.manual_seed(int(params["seed"]))
-        cases, sources, first = {}, {}, {}
+        cases, sources, first, failed = {}, {}, {}, {}
         for task, dataset in CASES:  # phase 1: slices of every case
             key = f"{task}/{dataset}"
             arrays, sources[key] = case_arrays(dataset, bundle, params, int(params["seed"]))
-            first[key] = measure_slices(task, dataset, params, arrays, args, box)
-            del arrays
-            print(f"[{time.perf_counter() - box.start:6.1f} s] sliced {key}", flush=True)
+            try:  # a case that breaks is reported; the other cases still run (one GPU lease, one try)
+                first[key] = measure_slices(task, dataset, params, arrays, args, box)
+            except Exception as error:  # noqa: BLE001 -- reported in the output and the JSON
+                failed[key] = _failure(key, error)
+                continue
+            finally:
+                del arrays
+            fits = {v: fit["epoch_s"] for v, fit in first[key]["fits"].items()}
+            print(f"[{time.perf_counter() - box.start:6.1f} s] sliced {key}: seconds per epoch "
+                  + ", ".join(f"{v} {t:.3g}" for v, t in fits.items())
+                  + f"; taylor/bare {fits['taylor'] / fits['bare']:.2f}, all/bare {fits['all'] / fits['bare']:.2f}", flush=True)
         for task, dataset in CASES:  # phase 2: whole epochs while the box allows
             key = f"{task}/{dataset}"
+            if key in failed:
+                continue
             f = first[key]
             fits = f["fits"]
             solve_guess = (f["solve"]["seconds"] or 0.0) * f["r_full"] / f["r_b"] if f["solve"] else 0.0
             needed = 1.5 * (sum(fit["epoch_s"] for fit in fits.values()) + solve_guess)
-            full = measure_full(task, params, f, args, box) if args.full and needed < box.left() else None
+            full = None
+            if args.full and needed < box.left():
+                try:
+                    full = measure_full(task, params, f, args, box)
+                except Exception as error:  # noqa: BLE001 -- the sliced numbers stand
+                    failed[f"{key} (full epoch)"] = _failure(f"{key} (full epoch)", error)
             f["why_sliced"] = "" if full is not None else (
-                "--no-full-epoch" if not args.full else f"the time box had {max(box.left(), 0):.0f} s left, a whole epoch needs about {needed:.0f} s")
+                "--no-full-epoch" if not args.full else "the whole epoch failed" if f"{key} (full epoch)" in failed
+                else f"the time box had {max(box.left(), 0):.0f} s left, a whole epoch needs about {needed:.0f} s")
             if full is not None:
                 print(f"[{time.perf_counter() - box.start:6.1f} s] full epoch {key}", flush=True)
             cases[key] = summarise(key, task, dataset, params, f, full, sources[key])
@@ -465,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(c["source"].startswith("random") for c in cases.values()):
         notes.append(next(c["source"] for c in cases.values() if c["source"].startswith("random")))
     notes += [f"{k}: {c['mode_note']}" for k, c in cases.items() if c["mode_note"]]
+    notes += [f"{k} FAILED: {f['error']}" for k, f in failed.items()]
     gpu_total = torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None
     for key, c in cases.items():
         end = c["recorder_state"]["per_epoch"].get(args.device, 0) * int(params["epochs"])
@@ -483,9 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"bundle": str(bundle), "files": {p.name: p.stat().st_size for p in sorted(Path(bundle).glob("*.pt.gz"))}},
         "cases": cases,
         "projection": {
-            "paper": projection(params, cases, params["convnet_dataset"]),
-            "convnet_dataset=mnist": projection(params, cases, "mnist"),
+            label: projection(params, cases, convnet_input)
+            for label, convnet_input in (("paper", params["convnet_dataset"]), ("convnet_dataset=mnist", "mnist"))
+            if {"autoencoder/mnist", f"convnet/{convnet_input}"} <= set(cases)  # a failed case leaves it out
         },
+        "failed": failed,
         "notes": notes,
         "wall_s": time.perf_counter() - box.start,
     }
@@ -495,7 +524,14 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(json.dumps(result, indent=1, default=str))
     print(text)
     print(f"wrote {target} ({result['wall_s']:.0f} s in all)")
-    return 0
+    return 1 if failed else 0
+
+
+def _failure(key: str, error: Exception) -> dict[str, str]:
+    """A case that raised: its traceback on stderr now, its message in the report."""
+    print(f"error in {key}:", file=sys.stderr)
+    traceback.print_exc()
+    return {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
 
 
 def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], full: dict[str, Any] | None, source: str) -> dict[str, Any]:
@@ -531,6 +567,7 @@ def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], 
         "rounds_per_epoch": r_full, "mode": mode, "mode_note": note,
         "epoch_s": epoch, "epoch_s_from_slices": sliced_epoch, "slices": first["slices"],
         "overhead_ratio": epoch["all"] / epoch["bare"], "explore_ratio": epoch["explore"] / epoch["bare"],
+        "taylor_ratio": epoch["taylor"] / epoch["bare"],
         "solve_s_per_horizon": s1, "solve_growth": "constant" if task == "autoencoder" else "linear",
         "solve_detail": solve,
         "peak_gpu_bytes": max(peaks) if peaks else None,

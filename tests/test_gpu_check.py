@@ -107,10 +107,12 @@ def test_gpu_check_tiny_on_cpu_without_the_book_packages(bundle, tmp_path):
     assert "tqdm is missing" in " ".join(result["notes"])
     assert set(result["cases"]) == {"autoencoder/mnist", "convnet/mnist", "convnet/cifar10"}
     for key, case in result["cases"].items():
-        assert set(case["epoch_s"]) == {"bare", "explore", "all"}
+        assert set(case["epoch_s"]) == {"bare", "explore", "taylor", "all"}
         assert all(t > 0 and math.isfinite(t) for t in case["epoch_s"].values()), key
         assert case["overhead_ratio"] == pytest.approx(case["epoch_s"]["all"] / case["epoch_s"]["bare"])
         assert case["overhead_ratio"] > 0.5, key  # recorders cannot halve an epoch; timing noise aside
+        assert case["taylor_ratio"] == pytest.approx(case["epoch_s"]["taylor"] / case["epoch_s"]["bare"])
+        assert case["taylor_ratio"] > 0.5, key
         assert case["solve_s_per_horizon"] > 0, key
         assert case["peak_gpu_bytes"] is None  # the CPU has none
         assert case["recorder_state_bytes_per_epoch"] > 0
@@ -132,3 +134,34 @@ def test_gpu_check_tiny_on_cpu_without_the_book_packages(bundle, tmp_path):
         expected += solve + train + row["tuning_s"]
     assert projection["complete"] and projection["total_s"] == pytest.approx(expected) and expected > 0
     assert "projection (paper" in done.stdout and "formula:" in done.stdout
+
+
+def test_gpu_check_reports_the_other_cases_when_one_breaks(bundle, tmp_path, monkeypatch, capsys):
+    """One GPU lease is one try: a case that raises is reported, and the others still run."""
+    folder, _ = bundle
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    real = gpu_check.measure_slices
+
+    def breaks_on_cifar(task, dataset, *args, **kwargs):
+        if dataset == "cifar10":
+            raise RuntimeError("planted failure")
+        return real(task, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(gpu_check, "measure_slices", breaks_on_cifar)
+    monkeypatch.delenv("OUT", raising=False)
+    out = tmp_path / "gpu_check.json"
+    code = gpu_check.main(["--device", "cpu", "--tiny", "--bundle", str(folder), "--json", str(out),
+                           "--no-solve", "--no-full-epoch"])
+    assert code == 1
+    result = json.loads(out.read_text())
+    assert set(result["cases"]) == {"autoencoder/mnist", "convnet/mnist"}
+    assert result["failed"]["convnet/cifar10"]["error"] == "RuntimeError: planted failure"
+    assert "convnet/cifar10 FAILED: RuntimeError: planted failure" in result["notes"]
+    # the paper projection needs the CIFAR-sized convnet; the MNIST-sized one stands
+    assert set(result["projection"]) == {"convnet_dataset=mnist"}
+    printed = capsys.readouterr()
+    assert "planted failure" in printed.err and "sliced autoencoder/mnist" in printed.out
