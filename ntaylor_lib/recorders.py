@@ -461,10 +461,11 @@ class MSEStatsRecorder(TaylorRecorder):
                     h = kron.view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
                     yield h, snap["g"].flatten(), snap["s"], snap["count"], snap["loss"]
                 else:
-                    q = snap["g"].shape[1]
+                    # for_group(i, m) keeps the first m neurons of the group (the statistics hold all)
+                    m, q = len(g.neurons), snap["g"].shape[1]
                     h = snap["h"][_triangle_index(q)].view(q, q, -1).permute(2, 0, 1)  # (m, q, q)
-                    h = h.expand(len(g.neurons), -1, -1)  # output neurons share one H
-                    yield h, snap["g"], snap["s"], snap["count"], snap["loss"]
+                    h = h.expand(m, -1, -1) if h.shape[0] == 1 else h[:m]  # output neurons share one H
+                    yield h, snap["g"][:m], snap["s"][:m], snap["count"], snap["loss"]
             return
         total = None
         for snap in self.snapshots[i]:

@@ -167,6 +167,15 @@ def test_each_group_solved_alone_gives_the_rows_of_the_whole_solve():
     first.solve()
     assert list(first.arrays()["labels"]) == ["layer1/neuron1"]
     np.testing.assert_allclose(first.arrays()["optimum"][0], whole["optimum"][1], rtol=1e-12)
+    # the first neurons of a group kept as statistics (not per-sample factors), hidden and output
+    rec = MSEStatsRecorder([Group(2, [0, 2, 3], False), Group(3, [0, 4, 6], False)], box_scales=(1.0, math.inf))
+    drive(rec, net, dense_batches(net), "autoencoder")
+    whole = rec.arrays()
+    for i, row in ((0, 0), (1, 3)):
+        first = rec.for_group(i, neurons=2)
+        first.solve()
+        np.testing.assert_array_equal(first.arrays()["labels"], whole["labels"][row : row + 2])
+        np.testing.assert_allclose(first.arrays()["optimum"], whole["optimum"][row : row + 2], rtol=1e-12)
 
 
 def rows_scale(net, state, scale):
