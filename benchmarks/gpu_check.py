@@ -12,7 +12,7 @@ with the library's own loop (:func:`ntaylor_lib.training.train`) and measures:
   overhead of a standard run, ``taylor / bare`` that of the Taylor recorders;
 - seconds to solve the Taylor optima of one horizon (what ``on_train_end`` solves for
   each epoch end), group by group so that the time box is checked between groups, the
-  cross-entropy neurons from the first few of each group (``--ce-neurons``), scaled;
+  neurons from the first few of each neuron group (``--solve-neurons``), scaled;
 - peak GPU memory (``torch.cuda.max_memory_allocated``) and the recorders' state;
 
 then projects the wall time of every run the book trains at the profile (README.md,
@@ -195,17 +195,19 @@ def _timed(solve, device: str) -> float:
     return time.perf_counter() - started
 
 
-def solve_seconds(recorders: Sequence, device: str, box: TimeBox, ce_neurons: int = 0) -> dict[str, Any]:
+def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int = 0) -> dict[str, Any]:
     """Seconds to solve one horizon's Taylor optima: every scale and box of every Taylor recorder.
 
     Each group is solved alone (:meth:`TaylorRecorder.for_group`, then its ``solve``),
     so the time box is checked between groups; a group left unsolved when it runs out is
     estimated from the solved groups' mean seconds per scale (``groups_estimated`` says how
-    many). Cross-entropy neurons are separate problems, solved one after another: of each
-    such group only the first ``ce_neurons`` (0: all) are solved and the time scaled by
-    ``scales / solved``. Should a group's solve fail, the recorder's whole solve is timed instead.
+    many). A group's neurons are separate problems, solved one after another: of each
+    neuron group only the first ``neurons`` (0: all) are solved and the time scaled by
+    ``scales / solved`` (one group of 50 input-layer neurons of the autoencoder, 785 weights
+    each, took minutes a horizon on the H200 machine's host: the time box, checked between
+    groups, could not stop it). Should a group's solve fail, the recorder's whole solve is timed instead.
     """
-    from ntaylor_lib.recorders import CEFactorRecorder, TaylorRecorder
+    from ntaylor_lib.recorders import TaylorRecorder
 
     groups, total, estimated, unknown = [], 0.0, 0, False
     for rec in recorders:
@@ -215,7 +217,7 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, ce_neurons: in
         try:
             for i, group in enumerate(rec.groups):
                 scales = 1 if group.joint else len(group.neurons)
-                solved = min(ce_neurons, scales) if ce_neurons and isinstance(rec, CEFactorRecorder) else scales
+                solved = min(neurons, scales) if neurons else scales
                 seconds = _timed(rec.for_group(i, solved).solve, device) if box.left() > 0 else None
                 rows.append({"recorder": rec.name, "layer": group.layer, "joint": group.joint, "scales": scales,
                              "solved": solved, "boxes": len(rec.box_scales), "seconds_solved": seconds,
@@ -283,7 +285,7 @@ def measure_slices(task: str, dataset: str, params: Mapping[str, Any], arrays, a
         if variant == "all":
             state = epoch_state(recorders, r_full, params)
             if args.solve:
-                solve = solve_seconds(recorders, config.device, box, args.ce_neurons)
+                solve = solve_seconds(recorders, config.device, box, args.solve_neurons)
     return {"config": config, "data": data, "r_full": r_full, "r_b": r_b, "fits": fits, "slices": slices,
             "solve": solve, "state": state, "peak": _peak(config.device)}
 
@@ -303,7 +305,7 @@ def measure_full(task: str, params: Mapping[str, Any], first: dict[str, Any], ar
         out["epoch_s"][variant] = epoch_seconds(config, recorders, data)
         if variant == "all":
             out["state"] = epoch_state(recorders, first["r_full"], params)
-            out["solve"] = solve_seconds(recorders, config.device, box, args.ce_neurons) if args.solve else None
+            out["solve"] = solve_seconds(recorders, config.device, box, args.solve_neurons) if args.solve else None
         if box.left() <= 0:
             break
     out["peak"] = _peak(config.device)
@@ -412,7 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a paper-profile parameter")
     parser.add_argument("--optimizer", default="rmsprop", choices=("sgd", "rmsprop", "adam"))
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the shorter slice (default: the largest recorder stride)")
-    parser.add_argument("--ce-neurons", type=int, default=5, help="cross-entropy neurons solved per group to time a horizon, the rest scaled (0: all; default 5)")
+    parser.add_argument("--solve-neurons", "--ce-neurons", type=int, default=5,
+                        help="neurons solved per neuron group to time a horizon, the rest scaled (0: all; default 5)")
     parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
     parser.add_argument("--no-full-epoch", dest="full", action="store_false", help="slices only, never a whole epoch")
     parser.add_argument("--bundle", type=Path, default=None, help="data bundle folder (default <data root>/gpu_check)")
@@ -502,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "made_by": {
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "profile": "paper", "overrides": {k: v for k, v in overrides.items()}, "optimizer": args.optimizer,
-            "seed": int(params["seed"]), "max_seconds": args.max_seconds, "ce_neurons": args.ce_neurons,
+            "seed": int(params["seed"]), "max_seconds": args.max_seconds, "solve_neurons": args.solve_neurons,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "torch_cuda_build": torch.version.cuda,
             "gpu_total_bytes": torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None, **environment(args.device), **{f"{k}_version": v for k, v in found.items()},

@@ -450,6 +450,7 @@ class MSEStatsRecorder(TaylorRecorder):
     def _horizon_stats(self, i: int):
         """Yield per horizon ``(H, g, s, samples, sum ||f - y||^2)`` in the scale layout, cumulative."""
         g = self.groups[i]
+        m = len(g.neurons)  # for_group(i, m) keeps a neuron group's first m neurons; the data hold all
         if not self.factor[i]:
             for snap in self.snapshots[i]:
                 if not snap:
@@ -461,8 +462,7 @@ class MSEStatsRecorder(TaylorRecorder):
                     h = kron.view(q, q, c, c).permute(2, 0, 3, 1).reshape(c * q, c * q)
                     yield h, snap["g"].flatten(), snap["s"], snap["count"], snap["loss"]
                 else:
-                    # for_group(i, m) keeps the first m neurons of the group (the statistics hold all)
-                    m, q = len(g.neurons), snap["g"].shape[1]
+                    q = snap["g"].shape[1]
                     h = snap["h"][_triangle_index(q)].view(q, q, -1).permute(2, 0, 1)  # (m, q, q)
                     h = h.expand(m, -1, -1) if h.shape[0] == 1 else h[:m]  # output neurons share one H
                     yield h, snap["g"][:m], snap["s"][:m], snap["count"], snap["loss"]
@@ -471,6 +471,7 @@ class MSEStatsRecorder(TaylorRecorder):
         for snap in self.snapshots[i]:
             if snap["rows"]:
                 xt, w, u, cc, ee = (torch.cat(parts).double() for parts in zip(*snap["rows"]))
+                w, u, cc = w[:, :m], u[:, :m], cc[:, :m]
                 inc = (torch.stack([(xt * w[:, j : j + 1]).T @ xt for j in range(w.shape[1])]),
                        u.T @ xt, cc.sum(0) + ee.sum(), torch.tensor([float(xt.shape[0])]), ee.sum().reshape(1))
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))

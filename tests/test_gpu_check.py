@@ -99,7 +99,7 @@ def test_gpu_check_tiny_on_cpu_without_the_book_packages(bundle, tmp_path):
     env = _blocked_env(tmp_path, BOOK_PACKAGES + ("torchvision", "tqdm"))
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
-         "--bundle", str(folder), "--json", str(out), "--max-seconds", "300", "--ce-neurons", "1"],
+         "--bundle", str(folder), "--json", str(out), "--max-seconds", "300", "--solve-neurons", "1"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
