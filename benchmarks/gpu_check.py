@@ -413,6 +413,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="the paper profile shrunk to run in seconds on a CPU (tests)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a paper-profile parameter")
     parser.add_argument("--optimizer", default="rmsprop", choices=("sgd", "rmsprop", "adam"))
+    parser.add_argument("--case", dest="cases", action="append", choices=[f"{t}/{d}" for t, d in CASES], default=None,
+                        help="measure only this case (repeatable; default all three; the projection needs "
+                             "the autoencoder and a convnet case)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the shorter slice (default: the largest recorder stride)")
     parser.add_argument("--solve-neurons", "--ce-neurons", type=int, default=5,
                         help="neurons solved per neuron group to time a horizon, the rest scaled (0: all; default 5)")
@@ -450,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = args.bundle or gpu_bundle_dir()
         torch.manual_seed(int(params["seed"]))
         cases, sources, first, failed = {}, {}, {}, {}
-        for task, dataset in CASES:  # phase 1: slices of every case
+        chosen = [(t, d) for t, d in CASES if args.cases is None or f"{t}/{d}" in args.cases]
+        for task, dataset in chosen:  # phase 1: slices of every case
             key = f"{task}/{dataset}"
             arrays, sources[key] = case_arrays(dataset, bundle, params, int(params["seed"]))
             try:  # a case that breaks is reported; the other cases still run (one GPU lease, one try)
@@ -464,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.perf_counter() - box.start:6.1f} s] sliced {key}: seconds per epoch "
                   + ", ".join(f"{v} {t:.3g}" for v, t in fits.items())
                   + f"; taylor/bare {fits['taylor'] / fits['bare']:.2f}, all/bare {fits['all'] / fits['bare']:.2f}", flush=True)
-        for task, dataset in CASES:  # phase 2: whole epochs while the box allows
+        for task, dataset in chosen:  # phase 2: whole epochs while the box allows
             key = f"{task}/{dataset}"
             if key in failed:
                 continue
@@ -515,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "projection": {
             label: projection(params, cases, convnet_input)
             for label, convnet_input in (("paper", params["convnet_dataset"]), ("convnet_dataset=mnist", "mnist"))
-            if {"autoencoder/mnist", f"convnet/{convnet_input}"} <= set(cases)  # a failed case leaves it out
+            if {"autoencoder/mnist", f"convnet/{convnet_input}"} <= set(cases)  # a failed or unchosen case leaves it out
         },
         "failed": failed,
         "notes": notes,

@@ -165,3 +165,24 @@ def test_gpu_check_reports_the_other_cases_when_one_breaks(bundle, tmp_path, mon
     assert set(result["projection"]) == {"convnet_dataset=mnist"}
     printed = capsys.readouterr()
     assert "planted failure" in printed.err and "sliced autoencoder/mnist" in printed.out
+
+
+def test_gpu_check_measures_only_the_chosen_case(bundle, tmp_path, monkeypatch):
+    folder, _ = bundle
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    monkeypatch.delenv("OUT", raising=False)
+    out = tmp_path / "gpu_check.json"
+    code = gpu_check.main(["--device", "cpu", "--tiny", "--bundle", str(folder), "--json", str(out),
+                           "--case", "autoencoder/mnist", "--no-full-epoch", "--solve-neurons", "1"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result["cases"]) == {"autoencoder/mnist"} and result["projection"] == {} and not result["failed"]
+    detail = result["cases"]["autoencoder/mnist"]["solve_detail"]["groups"]
+    # every neuron group solved its first neuron only, its time scaled to the group's neurons
+    neuron_groups = [g for g in detail if not g["joint"]]
+    assert neuron_groups and all(g["solved"] == 1 and g["seconds"] == pytest.approx(g["seconds_solved"] * g["scales"])
+                                 for g in neuron_groups)
