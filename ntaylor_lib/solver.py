@@ -186,6 +186,11 @@ def solve_quadratic_boxes(
     lam, q = np.linalg.eigh(h)
     inv = np.where(lam > max(lam.max(initial=0.0), 0.0) * 1e-12 * len(lam), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
     free_optimum = q @ (inv * (q.T @ problem.g))
+    # Weights the objective does not see: a zero diagonal of the PSD H is a zero row, and
+    # with g zero there too the quadratic is flat along them (an input pixel that is zero
+    # on every sample: 140 of the 785 weights of an autoencoder input-layer neuron at the
+    # paper profile). Any value in the box is optimal; they stay where the start puts them.
+    unseen = (np.diag(h) == 0) & (problem.g == 0)
     results = []
     for box, start in zip(boxes, starts or [None] * len(boxes)):
         if box is None or (np.all(free_optimum >= box[0]) and np.all(free_optimum <= box[1])):
@@ -193,10 +198,25 @@ def solve_quadratic_boxes(
             continue
         lo, hi = box
         candidates = [np.clip(free_optimum, lo, hi)] + ([np.clip(start, lo, hi)] if start is not None else [])
-        start_v = min(candidates, key=problem.value)
-        fast = _active_set_qp(h, problem.g, lo, hi, start_v.copy())
-        # projected Newton polishes the active-set answer, or solves from the start if it cycled
-        v = _box_qp(h, problem.g, lo, hi, start_v if fast is None else min(fast, start_v, key=problem.value))
+        v = min(candidates, key=problem.value)
+        # Unseen weights, and weights whose box is one point (an unseen pixel's weight never
+        # moves in training, so its iterate box is degenerate), are held out of the solve:
+        # on them the active-set guesses flip between bound and free and never settle.
+        held = unseen | (lo == hi)
+        keep = ~held
+        if keep.any():
+            hk = h[np.ix_(keep, keep)]
+            gk = problem.g[keep] - h[np.ix_(keep, held)] @ v[held]  # held weights' pull on the others
+
+            def value(w: np.ndarray) -> float:
+                full = v.copy()
+                full[keep] = w
+                return problem.value(full)
+
+            start_k = v[keep]
+            fast = _active_set_qp(hk, gk, lo[keep], hi[keep], start_k.copy())
+            # projected Newton polishes the active-set answer, or solves from the start if it cycled
+            v[keep] = _box_qp(hk, gk, lo[keep], hi[keep], start_k if fast is None else min(fast, start_k, key=value))
         results.append((v, problem.value(v)))
     return results
 
