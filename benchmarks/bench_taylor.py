@@ -112,7 +112,7 @@ def training(task: str, params, label: str = "", solve: bool = True) -> None:
         solve_s = seconds(recorder.solve)
         horizons = len(recorder.horizons)
         scales = len(recorder.arrays()["labels"])
-        print(f"  solve {recorder.name}: {solve:.1f} s for {scales} scales x {len(recorder.box_scales)} boxes = "
+        print(f"  solve {recorder.name}: {solve_s:.1f} s for {scales} scales x {len(recorder.box_scales)} boxes = "
               f"{solve_s / horizons:.2f} s per horizon")
 
 
