@@ -203,9 +203,10 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int =
     estimated from the solved groups' mean seconds per scale (``groups_estimated`` says how
     many). A group's neurons are separate problems, solved one after another: of each
     neuron group only the first ``neurons`` (0: all) are solved and the time scaled by
-    ``scales / solved`` (one group of 50 input-layer neurons of the autoencoder, 785 weights
-    each, took minutes a horizon on the H200 machine's host: the time box, checked between
-    groups, could not stop it). Should a group's solve fail, the recorder's whole solve is timed instead.
+    ``scales / solved``: the box is checked only between groups, and a whole group can be
+    long (on the H200 machine, before commit a26455d sped up the box solver, one group of 50
+    autoencoder input-layer neurons outran the whole box). Should a group's solve fail, the
+    recorder's whole solve is timed instead.
     """
     from ntaylor_lib.recorders import TaylorRecorder
 
