@@ -16,7 +16,6 @@ then taken with CUDA synchronised before and after.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -27,89 +26,72 @@ from ntaylor_lib.data import MissingDataError, load_gpu_bundle, task_data, task_
 from ntaylor_lib.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
 from ntaylor_lib.models import build_model
 from ntaylor_lib.regret import taylor_recorders
+from timing import seconds
 
 
-DEVICE = "cpu"  # set by --device
-BUNDLE: Path | None = None  # set by --bundle
+def best_of(fn, device: str, repeat: int = 3) -> float:
+    return min(seconds(fn, device) for _ in range(repeat))
 
 
-def sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def seconds(fn) -> float:
-    """Wall seconds of ``fn()``, with CUDA's queue drained before and after."""
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    return min(seconds(fn) for _ in range(repeat))
-
-
-def load(task: str, dataset: str, train_size: int, eval_size: int, probe_size: int):
-    """The task's data on the benchmark's device: torchvision's files, or the GPU bundle with ``--bundle``."""
-    if BUNDLE is None:
-        return task_data(task, dataset, train_size, eval_size, probe_size, DEVICE)
-    arrays = load_gpu_bundle(dataset, BUNDLE)
+def load(config, train_size: int, eval_size: int, probe_size: int, bundle: Path | None):
+    """The run's data on its device: torchvision's files, or the GPU bundle in ``bundle``."""
+    if bundle is None:
+        return task_data(config.task, config.dataset, train_size, eval_size, probe_size, config.device)
+    arrays = load_gpu_bundle(config.dataset, bundle)
     if arrays is None:
-        raise MissingDataError(f"no {dataset}.pt.gz under {BUNDLE}: run `python -m ntaylor_lib data --gpu-bundle`")
-    return task_data_from_arrays(arrays, task, dataset, train_size, eval_size, probe_size, DEVICE)
+        raise MissingDataError(f"no {config.dataset}.pt.gz under {bundle}: run `python -m ntaylor_lib data --gpu-bundle`")
+    return task_data_from_arrays(arrays, config.task, config.dataset, train_size, eval_size, probe_size, config.device)
 
 
-def capture(task: str, params, scale: Scale, batch: int, loop_samples: int = 8) -> None:
+def capture(task: str, params, scale: Scale, batch: int, bundle: Path | None, loop_samples: int = 8) -> None:
     config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
-    data = load(task, config.dataset, 2048, 64, 16)
+    data = load(config, 2048, 64, 16, bundle)
     torch.manual_seed(0)
-    model = build_model(task, config.dataset, config.width).to(DEVICE)
-    x = data.train_x[:batch]
-    fast = best_of(lambda: scale_jacobian(model, x, scale))
-    jac = best_of(lambda: jacrev_jacobian(model, x, scale), repeat=1)
-    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], scale), repeat=1) * batch / loop_samples
+    model = build_model(task, config.dataset, config.width).to(config.device)
+    x, device = data.train_x[:batch], config.device
+    fast = best_of(lambda: scale_jacobian(model, x, scale), device)
+    jac = best_of(lambda: jacrev_jacobian(model, x, scale), device, repeat=1)
+    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], scale), device, repeat=1) * batch / loop_samples
     print(f"{task} {scale.label} batch {batch}: structured {fast * 1e3:.1f} ms, vmap(jacrev) {jac * 1e3:.1f} ms "
           f"({jac / fast:.1f}x), autograd.grad loop {loop * 1e3:.0f} ms (scaled from {loop_samples} samples, "
           f"{loop / fast:.0f}x)")
 
 
-def recorder_capture(params, loop_samples: int = 2) -> None:
+def recorder_capture(params, bundle: Path | None, loop_samples: int = 2) -> None:
     """What the convnet's factor recorder captures on a recorded round (every scale it
     tracks: layer 1 whole, conv and dense neurons) against the autograd loop computing
     the same Jacobians (one backward per sample and output gives every layer's)."""
     config = run_config(params, "convnet", "rmsprop", lr=params["lr_convnet_rmsprop"])
-    data = load("convnet", config.dataset, 2048, 64, 16)
+    data = load(config, 2048, 64, 16, bundle)
     torch.manual_seed(0)
-    model = build_model("convnet", config.dataset, config.width).to(DEVICE)
+    model = build_model("convnet", config.dataset, config.width).to(config.device)
     recorder = taylor_recorders("convnet", params, solve_at_end=False)[0]
     recorder.setup(model, data, config)
     x, y = data.train_x[: config.batch_size], data.train_y[: config.batch_size]
     samples = recorder.samples or config.batch_size
-    fast = best_of(lambda: recorder.on_round(0, model, x, y), repeat=3)
-    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], Scale()), repeat=1) * samples / loop_samples
+    fast = best_of(lambda: recorder.on_round(0, model, x, y), config.device, repeat=3)
+    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], Scale()), config.device, repeat=1) * samples / loop_samples
     print(f"convnet factor recorder, one recorded round ({len(recorder.groups)} groups, {samples} samples): "
           f"{fast * 1e3:.1f} ms, autograd.grad loop {loop * 1e3:.0f} ms (scaled from {loop_samples} samples, "
           f"{loop / fast:.0f}x)")
 
 
-def training(task: str, params, label: str = "", solve: bool = True) -> None:
-    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"], check_data=BUNDLE is None)
-    data = load(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
+def training(task: str, params, label: str, bundle: Path | None, solve: bool = True) -> None:
+    config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"], check_data=bundle is None)
+    data, device = load(config, config.train_size, config.eval_size, config.probe_size, bundle), config.device
     train(config, data=data, progress=False)  # warm-up: allocator, kernels
     # Alternated, each the best of three, fresh recorders every time: both sides see the same
     # machine state, and neither gets a warm-up the other lacks.
     plain, recorded = [], []
     for _ in range(3):
-        plain.append(best_of(lambda: train(config, data=data, progress=False), repeat=1))
+        plain.append(best_of(lambda: train(config, data=data, progress=False), device, repeat=1))
         recorders = taylor_recorders(task, params, solve_at_end=False)
-        recorded.append(seconds(lambda: train(config, recorders=recorders, data=data, progress=False)))
+        recorded.append(seconds(lambda: train(config, recorders=recorders, data=data, progress=False), device))
     plain, recorded = min(plain), min(recorded)
     print(f"{task}{label} training ({config.epochs} epochs, {params['train_size']} samples): plain {plain:.2f} s, "
           f"with recorders {recorded:.2f} s ({recorded / plain:.2f}x; best of 3 each, alternated)")
     for recorder in recorders if solve else []:
-        solve_s = seconds(recorder.solve)
+        solve_s = seconds(recorder.solve, device)
         horizons = len(recorder.horizons)
         scales = len(recorder.arrays()["labels"])
         print(f"  solve {recorder.name}: {solve_s:.1f} s for {scales} scales x {len(recorder.box_scales)} boxes = "
@@ -126,8 +108,6 @@ def main() -> None:
                         help="read MNIST from this GPU data bundle (python -m ntaylor_lib data --gpu-bundle)")
     parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
     args = parser.parse_args()
-    global DEVICE, BUNDLE
-    DEVICE, BUNDLE = args.device, args.bundle
     # As the command line and the book do; the fast paths and their baselines run under the same setting.
     retained = False if args.default_malloc else retain_freed_memory()
 
@@ -137,15 +117,16 @@ def main() -> None:
     params = cpu_profile()
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, freed memory retained: {retained}")
-    capture("autoencoder", params, Scale(3), 64)
-    capture("convnet", params, Scale(2), 128)
-    capture("convnet", params, Scale(2, 0), 128)
-    recorder_capture(params)
-    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)", args.solve)
-    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)", args.solve)
+    bundle = args.bundle
+    capture("autoencoder", params, Scale(3), 64, bundle)
+    capture("convnet", params, Scale(2), 128, bundle)
+    capture("convnet", params, Scale(2, 0), 128, bundle)
+    recorder_capture(params, bundle)
+    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)", bundle, args.solve)
+    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)", bundle, args.solve)
     training("autoencoder", cpu_profile(taylor_neurons=50, taylor_input_neurons=50), " (layer 3, 50 neurons of every layer)",
-             args.solve)
-    training("convnet", params, " (cpu profile)", args.solve)
+             bundle, args.solve)
+    training("convnet", params, " (cpu profile)", bundle, args.solve)
 
 
 if __name__ == "__main__":

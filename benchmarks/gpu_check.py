@@ -48,6 +48,9 @@ from typing import Any
 
 import torch
 
+from timing import seconds as timed
+from timing import sync
+
 REPO = Path(__file__).resolve().parent.parent
 CASES = (("autoencoder", "mnist"), ("convnet", "mnist"), ("convnet", "cifar10"))
 VARIANTS = ("bare", "explore", "taylor", "all")
@@ -71,11 +74,6 @@ def preflight() -> dict[str, str | None]:
         except ImportError:
             found[name] = None
     return found
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 class TimeBox:
@@ -187,14 +185,6 @@ def epoch_state(recorders: Sequence, r_full: int, params: Mapping[str, Any]) -> 
     return {"per_epoch": per_epoch, "detail": detail}
 
 
-def _timed(solve, device: str) -> float:
-    sync(device)
-    started = time.perf_counter()
-    solve()
-    sync(device)
-    return time.perf_counter() - started
-
-
 def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int = 0) -> dict[str, Any]:
     """Seconds to solve one horizon's Taylor optima: every scale and box of every Taylor recorder.
 
@@ -219,13 +209,13 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int =
             for i, group in enumerate(rec.groups):
                 scales = 1 if group.joint else len(group.neurons)
                 solved = min(neurons, scales) if neurons else scales
-                seconds = _timed(rec.for_group(i, solved).solve, device) if box.left() > 0 else None
+                seconds = timed(rec.for_group(i, solved).solve, device) if box.left() > 0 else None
                 rows.append({"recorder": rec.name, "layer": group.layer, "joint": group.joint, "scales": scales,
                              "solved": solved, "boxes": len(rec.box_scales), "seconds_solved": seconds,
                              "seconds": None if seconds is None else seconds * scales / solved})
         except (IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:  # time it whole
             rows = [{"recorder": rec.name, "layer": None, "joint": None, "scales": None, "boxes": len(rec.box_scales),
-                     "seconds": _timed(rec.solve, device) if box.left() > 0 else None,
+                     "seconds": timed(rec.solve, device) if box.left() > 0 else None,
                      "note": f"timed whole ({type(error).__name__}: {error})"}]
         solved = [r for r in rows if r["seconds"] is not None]
         groups += rows
