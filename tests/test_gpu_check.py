@@ -136,14 +136,19 @@ def test_gpu_check_tiny_on_cpu_without_the_book_packages(bundle, tmp_path):
     assert "projection (paper" in done.stdout and "formula:" in done.stdout
 
 
-def test_gpu_check_reports_the_other_cases_when_one_breaks(bundle, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def gpu_check(monkeypatch):
+    """benchmarks/gpu_check.py as a module, run in-process; its JSON goes where the test says."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    monkeypatch.delenv("OUT", raising=False)
+    import gpu_check
+
+    return gpu_check
+
+
+def test_gpu_check_reports_the_other_cases_when_one_breaks(gpu_check, bundle, tmp_path, monkeypatch, capsys):
     """One GPU lease is one try: a case that raises is reported, and the others still run."""
     folder, _ = bundle
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     real = gpu_check.measure_slices
 
     def breaks_on_cifar(task, dataset, *args, **kwargs):
@@ -152,7 +157,6 @@ def test_gpu_check_reports_the_other_cases_when_one_breaks(bundle, tmp_path, mon
         return real(task, dataset, *args, **kwargs)
 
     monkeypatch.setattr(gpu_check, "measure_slices", breaks_on_cifar)
-    monkeypatch.delenv("OUT", raising=False)
     out = tmp_path / "gpu_check.json"
     code = gpu_check.main(["--device", "cpu", "--tiny", "--bundle", str(folder), "--json", str(out),
                            "--no-solve", "--no-full-epoch"])
@@ -167,14 +171,8 @@ def test_gpu_check_reports_the_other_cases_when_one_breaks(bundle, tmp_path, mon
     assert "planted failure" in printed.err and "sliced autoencoder/mnist" in printed.out
 
 
-def test_gpu_check_measures_only_the_chosen_case(bundle, tmp_path, monkeypatch):
+def test_gpu_check_measures_only_the_chosen_case(gpu_check, bundle, tmp_path):
     folder, _ = bundle
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    monkeypatch.delenv("OUT", raising=False)
     out = tmp_path / "gpu_check.json"
     code = gpu_check.main(["--device", "cpu", "--tiny", "--bundle", str(folder), "--json", str(out),
                            "--case", "autoencoder/mnist", "--no-full-epoch", "--solve-neurons", "1"])
