@@ -35,8 +35,7 @@ import time  # noqa: E402
 import numpy as np
 import torch
 
-from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.exploration import (
+from ntaylor_lib.exploration.metrics import (
     changing_probes,
     log_volume,
     log_volume_reference,
@@ -45,6 +44,7 @@ from ntaylor_lib.exploration import (
     switches,
     switches_reference,
 )
+from ntaylor_lib.runs.allocator import retain_freed_memory
 
 
 def convnet_units(width: int, side: int = 28, hidden: int = 192) -> int:
@@ -67,9 +67,11 @@ def random_packed(n: int, d: int, m: int, rng: np.random.Generator) -> np.ndarra
 
 def recorded_packed(task: str, n: int, d: int) -> tuple[np.ndarray, int]:
     """``n`` evenly spaced checkpoints of a real RMSProp run at the cpu profile, on ``d`` probes."""
-    from ntaylor_lib import get_profile, run_config, train
-    from ntaylor_lib.configurations import ConfigurationRecorder
-    from ntaylor_lib.data import task_data
+    from ntaylor_lib.exploration.configurations import ConfigurationRecorder
+    from ntaylor_lib.runs.config import run_config
+    from ntaylor_lib.runs.data import task_data
+    from ntaylor_lib.runs.profiles import get_profile
+    from ntaylor_lib.runs.training import train
 
     params = get_profile("cpu", {"device": "cpu", "lr_source": "fixed", "probe_size": d})
     config = run_config(params, task, "rmsprop", lr=params[f"lr_{task}_rmsprop"])
@@ -107,7 +109,8 @@ def bench(packed: np.ndarray, m: int, label: str, ref_units: dict[str, int]) -> 
         # C order, as np.unpackbits would give (the gather alone leaves the unit axis outermost in memory)
         subset = np.ascontiguousarray(((packed[:, :, index // 8] >> (7 - index % 8).astype(np.uint8)) & 1).astype(bool))
         t_ref = seconds(slow[name], subset) * m / len(index)
-        how = "measured" if used == m else f"timed on {len(index)} units spread over M, x{m / len(index):.0f} (linear in M)"
+        how = ("measured" if used == m
+               else f"timed on {len(index)} units spread over M, x{m / len(index):.0f} (linear in M)")
         print(f"  {name:<10} fast {t_fast:8.3f} s   reference {t_ref:9.1f} s ({how})   ratio {t_ref / t_fast:7.0f}x")
 
 
@@ -133,9 +136,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wide", action="store_true", help="also the paper-scale width 64 (about 2 minutes more)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-recorded", action="store_true", help="skip the configurations of real runs (about a minute)")
+    parser.add_argument("--no-recorded", action="store_true",
+                        help="skip the configurations of real runs (about a minute)")
     args = parser.parse_args()
-    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.allocator)
+    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.runs.allocator)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.threads} torch threads, "

@@ -1,4 +1,4 @@
-"""Benchmark of the Taylor machinery: ratios on the same work (DESIGN.md section 2, issue 4).
+"""Benchmark of the Taylor machinery: ratios on the same work (measured numbers: benchmarks/README.md).
 
 Prints, for both tasks: structured Jacobian capture per minibatch against a per-sample
 ``autograd.grad`` loop (timed on a few samples, scaled to the batch) and against
@@ -19,14 +19,16 @@ import argparse
 from pathlib import Path
 
 import torch
-
-from ntaylor_lib import get_profile, run_config, train
-from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.data import MissingDataError, load_gpu_bundle, task_data, task_data_from_arrays
-from ntaylor_lib.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
-from ntaylor_lib.models import build_model
-from ntaylor_lib.regret import taylor_recorders
 from timing import seconds
+
+from ntaylor_lib.paper.experiments import taylor_recorders
+from ntaylor_lib.runs.allocator import retain_freed_memory
+from ntaylor_lib.runs.config import run_config
+from ntaylor_lib.runs.data import MissingDataError, load_gpu_bundle, task_data, task_data_from_arrays
+from ntaylor_lib.runs.models import build_model
+from ntaylor_lib.runs.profiles import get_profile
+from ntaylor_lib.runs.training import train
+from ntaylor_lib.taylor.jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian
 
 
 def best_of(fn, device: str, repeat: int = 3) -> float:
@@ -39,7 +41,8 @@ def load(config, train_size: int, eval_size: int, probe_size: int, bundle: Path 
         return task_data(config.task, config.dataset, train_size, eval_size, probe_size, config.device)
     arrays = load_gpu_bundle(config.dataset, bundle)
     if arrays is None:
-        raise MissingDataError(f"no {config.dataset}.pt.gz under {bundle}: run `python -m ntaylor_lib data --gpu-bundle`")
+        raise MissingDataError(f"no {config.dataset}.pt.gz under {bundle}: "
+                               "run `python -m ntaylor_lib data --gpu-bundle`")
     return task_data_from_arrays(arrays, config.task, config.dataset, train_size, eval_size, probe_size, config.device)
 
 
@@ -70,7 +73,8 @@ def recorder_capture(params, bundle: Path | None, loop_samples: int = 2) -> None
     x, y = data.train_x[: config.batch_size], data.train_y[: config.batch_size]
     samples = recorder.samples or config.batch_size
     fast = best_of(lambda: recorder.on_round(0, model, x, y), config.device, repeat=3)
-    loop = best_of(lambda: reference_jacobian(model, x[:loop_samples], Scale()), config.device, repeat=1) * samples / loop_samples
+    loop = (best_of(lambda: reference_jacobian(model, x[:loop_samples], Scale()), config.device, repeat=1)
+            * samples / loop_samples)
     print(f"convnet factor recorder, one recorded round ({len(recorder.groups)} groups, {samples} samples): "
           f"{fast * 1e3:.1f} ms, autograd.grad loop {loop * 1e3:.0f} ms (scaled from {loop_samples} samples, "
           f"{loop / fast:.0f}x)")
@@ -122,10 +126,11 @@ def main() -> None:
     capture("convnet", params, Scale(2), 128, bundle)
     capture("convnet", params, Scale(2, 0), 128, bundle)
     recorder_capture(params, bundle)
-    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)", bundle, args.solve)
-    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)", bundle, args.solve)
-    training("autoencoder", cpu_profile(taylor_neurons=50, taylor_input_neurons=50), " (layer 3, 50 neurons of every layer)",
+    training("autoencoder", cpu_profile(taylor_neurons=0, taylor_input_neurons=0), " (layer 3 alone)",
              bundle, args.solve)
+    training("autoencoder", params, " (cpu profile: layer 3, 10 neurons per layer)", bundle, args.solve)
+    training("autoencoder", cpu_profile(taylor_neurons=50, taylor_input_neurons=50),
+             " (layer 3, 50 neurons of every layer)", bundle, args.solve)
     training("convnet", params, " (cpu profile)", bundle, args.solve)
 
 

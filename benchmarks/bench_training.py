@@ -1,4 +1,4 @@
-"""Training-loop throughput: ``ntaylor_lib.training.train`` against a bare PyTorch loop.
+"""Training-loop throughput: ``ntaylor_lib.runs.training.train`` against a bare PyTorch loop.
 
 Same model, data, optimizer, minibatch order and number of rounds; no recorders
 attached. Prints seconds per epoch for each and their ratio (target: at most 1.1x).
@@ -14,12 +14,13 @@ import time
 
 import torch
 
-from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.data import task_data
-from ntaylor_lib.losses import batch_loss
-from ntaylor_lib.models import build_model
-from ntaylor_lib.profiles import get_profile
-from ntaylor_lib.training import make_optimizer, run_config, train
+from ntaylor_lib.paper.experiments import experiment_config
+from ntaylor_lib.runs.allocator import retain_freed_memory
+from ntaylor_lib.runs.data import task_data
+from ntaylor_lib.runs.losses import batch_loss
+from ntaylor_lib.runs.models import build_model
+from ntaylor_lib.runs.profiles import get_profile
+from ntaylor_lib.runs.training import make_optimizer, train
 
 
 def bare_epoch_seconds(config, data) -> float:
@@ -46,14 +47,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.allocator)
+    retain_freed_memory()  # as the command line and the book run (ntaylor_lib.runs.allocator)
     # the profile's fixed rates: a benchmark must not depend on a tuning having run
     params = get_profile(args.profile, {"epochs": args.epochs, "device": "cpu", "lr_source": "fixed"})
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, profile {args.profile}, {args.epochs} epochs, best of {args.repeats}")
     print(f"{'task':<12} {'rounds/epoch':>12} {'bare s/epoch':>13} {'ours s/epoch':>13} {'ratio':>6}")
     for task in ("autoencoder", "convnet"):
-        config = run_config(params, task, "rmsprop")
+        config = experiment_config(params, task, "rmsprop")
         data = task_data(task, config.dataset, config.train_size, config.eval_size, config.probe_size)
         bare = min(bare_epoch_seconds(config, data) for _ in range(args.repeats))
         # train() also evaluates on the evaluation subsets each epoch: count only the rounds.
@@ -62,7 +63,7 @@ def main() -> None:
         evals = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            from ntaylor_lib.training import evaluate
+            from ntaylor_lib.runs.training import evaluate
             model = build_model(task, config.dataset, config.width)
             evaluate(task, model, data.eval_train_x, data.eval_train_y)
             evaluate(task, model, data.test_x, data.test_y)

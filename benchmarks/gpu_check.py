@@ -2,21 +2,21 @@
 
 For each task and input of the paper profile (the autoencoder on MNIST; the convnet at
 the profile's width on MNIST-sized 1x28x28 and on CIFAR-sized 3x32x32 inputs) it trains
-with the library's own loop (:func:`ntaylor_lib.training.train`) and measures:
+with the library's own loop (:func:`ntaylor_lib.runs.training.train`) and measures:
 
 - seconds per epoch with no recorders (``bare``), with the exploration runs' recorders
   (``explore``: activation configurations and signed gradients), with the Taylor
-  recorders alone (``taylor``: :func:`ntaylor_lib.regret.taylor_recorders`, what issue 4's
-  overhead target is about) and with every recorder of a standard run (``all``:
-  :func:`ntaylor_lib.experiments.standard_recorders`); ``all / bare`` is the recorder
+  recorders alone (``taylor``: :func:`ntaylor_lib.paper.experiments.taylor_recorders`, what
+  the recorder-overhead target is about) and with every recorder of a standard run (``all``:
+  :func:`ntaylor_lib.paper.experiments.standard_recorders`); ``all / bare`` is the recorder
   overhead of a standard run, ``taylor / bare`` that of the Taylor recorders;
 - seconds to solve the Taylor optima of one horizon (what ``on_train_end`` solves for
   each epoch end), group by group so that the time box is checked between groups, the
   neurons from the first few of each neuron group (``--solve-neurons``), scaled;
 - peak GPU memory (``torch.cuda.max_memory_allocated``) and the recorders' state;
 
-then projects the wall time of every run the book trains at the profile (README.md,
-"Running the paper profile on a GPU", gives the formula). Each epoch time comes from
+then projects the wall time of every run the book trains at the profile (benchmarks/README.md
+gives the formula). Each epoch time comes from
 slices of ``R`` and ``2R`` rounds (a straight-line fit: fixed cost per epoch plus cost
 per round, scaled to the epoch's rounds), replaced by a measured full epoch where the
 time box leaves room; warm-up rounds are excluded, CUDA is synchronised around every
@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from timing import seconds as timed
 from timing import sync
 
@@ -86,9 +85,10 @@ class TimeBox:
         return self.seconds - (time.perf_counter() - self.start)
 
 
-def case_arrays(dataset: str, bundle: Path, params: Mapping[str, Any], seed: int) -> tuple[dict[str, torch.Tensor], str]:
+def case_arrays(dataset: str, bundle: Path, params: Mapping[str, Any],
+                seed: int) -> tuple[dict[str, torch.Tensor], str]:
     """The arrays of ``dataset`` from the bundle, or random CIFAR-sized ones; and where they came from."""
-    from ntaylor_lib.data import MissingDataError, load_gpu_bundle
+    from ntaylor_lib.runs.data import MissingDataError, load_gpu_bundle
 
     arrays = load_gpu_bundle(dataset, bundle)
     if arrays is not None:
@@ -107,14 +107,14 @@ def case_arrays(dataset: str, bundle: Path, params: Mapping[str, Any], seed: int
         "test_x": torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=gen),
         "test_y": torch.randint(0, 10, (n_test,), generator=gen),
     }
-    return arrays, "random CIFAR-sized inputs and labels (CIFAR-10 is not in the bundle; timings do not depend on pixel values)"
+    return arrays, ("random CIFAR-sized inputs and labels "
+                    "(CIFAR-10 is not in the bundle; timings do not depend on pixel values)")
 
 
 def make_recorders(variant: str, task: str, params: Mapping[str, Any]) -> list:
     """The recorders of a variant; the Taylor recorders' end-of-training solve is left to :func:`solve_seconds`."""
-    from ntaylor_lib.experiments import standard_recorders
-    from ntaylor_lib.recorders import TaylorRecorder
-    from ntaylor_lib.regret import taylor_recorders
+    from ntaylor_lib.paper.experiments import standard_recorders, taylor_recorders
+    from ntaylor_lib.taylor.recorders import TaylorRecorder
 
     if variant == "bare":
         return []
@@ -136,7 +136,7 @@ def sliced(data, rounds: int, batch: int):
 
 def epoch_seconds(config, recorders: list, data) -> float:
     """Seconds of one epoch of ``train`` (rounds, evaluation, recorders' epoch end), CUDA synchronised."""
-    from ntaylor_lib.training import train
+    from ntaylor_lib.runs.training import train
 
     sync(config.device)
     result = train(config, recorders, data=data, progress=False)
@@ -194,11 +194,11 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int =
     many). A group's neurons are separate problems, solved one after another: of each
     neuron group only the first ``neurons`` (0: all) are solved and the time scaled by
     ``scales / solved``: the box is checked only between groups, and a whole group can be
-    long (on the H200 machine, before commit a26455d sped up the box solver, one group of 50
+    long (on the H200 machine, before the box solver held unseen weights out, one group of 50
     autoencoder input-layer neurons outran the whole box). Should a group's solve fail, the
     recorder's whole solve is timed instead.
     """
-    from ntaylor_lib.recorders import TaylorRecorder
+    from ntaylor_lib.taylor.recorders import TaylorRecorder
 
     groups, total, estimated, unknown = [], 0.0, 0, False
     for rec in recorders:
@@ -250,15 +250,17 @@ def fit_epoch(r_a: int, t_a: float, r_b: int, t_b: float, r_full: int) -> dict[s
 
 def measure_slices(task: str, dataset: str, params: Mapping[str, Any], arrays, args, box: TimeBox) -> dict[str, Any]:
     """Warm-up, then slices of ``R`` and ``2R`` rounds for every variant; solve timed on the larger slice."""
-    from ntaylor_lib.data import task_data_from_arrays
-    from ntaylor_lib.training import run_config
+    from ntaylor_lib.runs.config import run_config
+    from ntaylor_lib.runs.data import task_data_from_arrays
 
     opt = args.optimizer
     config = run_config(params, task, opt, lr=float(params[f"lr_{task}_{opt}"]), check_data=False)
     config = dataclasses.replace(config, dataset=dataset, epochs=1)
-    data = task_data_from_arrays(arrays, task, dataset, config.train_size, config.eval_size, config.probe_size, config.device)
+    data = task_data_from_arrays(arrays, task, dataset, config.train_size, config.eval_size, config.probe_size,
+                                 config.device)
     r_full = data.train_x.shape[0] // config.batch_size
-    stride = max(int(params["taylor_round_stride"]), int(params["sign_round_stride"]), int(params["taylor_input_stride"]))
+    stride = max(int(params["taylor_round_stride"]), int(params["sign_round_stride"]),
+                 int(params["taylor_input_stride"]))
     r_a = max(1, min(args.rounds or stride, r_full // 2))
     r_b = min(2 * r_a, r_full)
     if config.device == "cuda":
@@ -305,23 +307,22 @@ def measure_full(task: str, params: Mapping[str, Any], first: dict[str, Any], ar
 
 def tuning_runs(params: Mapping[str, Any]) -> dict[str, int]:
     """Tuning runs per task (``tuning_rates_<optimizer>`` keys; none where the profile has no tuning)."""
-    from ntaylor_lib.profiles import OPTIMIZERS
+    from ntaylor_lib.runs.profiles import OPTIMIZERS
 
     counts = {}
     for opt in OPTIMIZERS:
         key = f"tuning_rates_{opt}"
         if key in params:
-            counts[opt] = len([r for r in str(params[key]).split(",") if r.strip()])
+            counts[opt] = len(params[key])
     return counts
 
 
 def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], convnet_input: str) -> dict[str, Any]:
     """Wall time of every run the book trains at the profile, from the per-epoch and per-horizon measurements."""
-    from ntaylor_lib.experiments import MAIN_OPTIMIZERS
-    from ntaylor_lib.profiles import exploration_sgd_rates
+    from ntaylor_lib.paper.experiments import MAIN_OPTIMIZERS
 
     epochs = int(params["epochs"])
-    n_main, n_expl = len(MAIN_OPTIMIZERS), len(exploration_sgd_rates(params))
+    n_main, n_expl = len(MAIN_OPTIMIZERS), len(params["exploration_sgd_rates"])
     tuning = tuning_runs(params)
     tuning_epochs = int(params.get("tuning_epochs", 0))
     per_task, total, complete = {}, 0.0, True
@@ -339,12 +340,14 @@ def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], c
         seconds = n_main * (epochs * t["all"] + (solve or 0.0)) + n_expl * epochs * t["explore"] + tune
         per_task[task] = {
             "input": key, "main_runs": n_main, "exploration_runs": n_expl, "tuning_runs": sum(tuning.values()),
-            "training_s": n_main * epochs * t["all"] + n_expl * epochs * t["explore"], "solve_s": None if solve is None else n_main * solve,
+            "training_s": n_main * epochs * t["all"] + n_expl * epochs * t["explore"],
+            "solve_s": None if solve is None else n_main * solve,
             "tuning_s": tune, "seconds": seconds,
         }
         total += seconds
     formula = (
-        "T = sum over tasks of [ n_main * (E * t_all + S) + n_explore * E * t_explore + n_tune * E_tune * t_bare * f_tune ], "
+        "T = sum over tasks of [ n_main * (E * t_all + S) + n_explore * E * t_explore "
+        "+ n_tune * E_tune * t_bare * f_tune ], "
         "S = s_1 * E (MSE: fixed-size statistics, every horizon costs the same) or s_1 * E (E + 1) / 2 "
         "(cross-entropy: horizon e solves over e epochs of recorded samples)"
     )
@@ -352,7 +355,8 @@ def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], c
         "formula": formula, "epochs": epochs, "convnet_input": convnet_input, "per_task": per_task,
         "total_s": total, "total_h": total / 3600, "complete": complete,
         "tuning": {"runs_per_task": tuning, "epochs": tuning_epochs, "train_size": params.get("tuning_train_size")},
-        "left_out": "epoch-0 evaluations, Figure 2's replay of a few rounds, Figure 1, the chapters' own analysis, papermill and the HTML build",
+        "left_out": "epoch-0 evaluations, Figure 2's replay of a few rounds, Figure 1, the chapters' own analysis, "
+                    "papermill and the HTML build",
     }
 
 
@@ -378,10 +382,12 @@ def report_text(result: dict[str, Any]) -> str:
              f"{'solve/hz':>9} {'peak GPU':>9} {'rec state/ep':>12}"]
     for key, c in result["cases"].items():
         lines.append(
-            f"{key + ' (' + c['input'] + ')':<40} {c['rounds_per_epoch']:>6} {c['mode']:<22} {_secs(c['epoch_s']['bare']):>9} "
+            f"{key + ' (' + c['input'] + ')':<40} {c['rounds_per_epoch']:>6} {c['mode']:<22} "
+            f"{_secs(c['epoch_s']['bare']):>9} "
             f"{_secs(c['epoch_s']['explore']):>9} {_secs(c['epoch_s']['taylor']):>9} {_secs(c['epoch_s']['all']):>9} "
             f"{c['taylor_ratio']:>11.2f} {c['overhead_ratio']:>8.2f} "
-            f"{_secs(c['solve_s_per_horizon']):>9} {_mib(c['peak_gpu_bytes']):>9} {_mib(c['recorder_state_bytes_per_epoch']):>12}"
+            f"{_secs(c['solve_s_per_horizon']):>9} {_mib(c['peak_gpu_bytes']):>9} "
+            f"{_mib(c['recorder_state_bytes_per_epoch']):>12}"
         )
     for note in result["notes"]:
         lines.append(f"note: {note}")
@@ -390,7 +396,8 @@ def report_text(result: dict[str, Any]) -> str:
                      f"({p['total_h']:.2f} h){'' if p['complete'] else ' WITHOUT the solves (not timed)'}")
         for task, row in p["per_task"].items():
             lines.append(f"  {task}: {row['main_runs']} runs x {p['epochs']} epochs with all recorders + their solves "
-                         f"{_secs(row['solve_s'])}, {row['exploration_runs']} exploration runs, {row['tuning_runs']} tuning runs "
+                         f"{_secs(row['solve_s'])}, {row['exploration_runs']} exploration runs, "
+                         f"{row['tuning_runs']} tuning runs "
                          f"{_secs(row['tuning_s'])}: {_secs(row['seconds'])}")
     if result["projection"]:
         lines.append(f"formula: {next(iter(result['projection'].values()))['formula']}")
@@ -400,20 +407,25 @@ def report_text(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="default cuda")
-    parser.add_argument("--max-seconds", type=float, default=420.0, help="time box: full epochs run only while it lasts (default 420)")
-    parser.add_argument("--tiny", action="store_true", help="the paper profile shrunk to run in seconds on a CPU (tests)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a paper-profile parameter")
+    parser.add_argument("--max-seconds", type=float, default=420.0,
+                        help="time box: full epochs run only while it lasts (default 420)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the paper profile shrunk to run in seconds on a CPU (tests)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a paper-profile parameter")
     parser.add_argument("--optimizer", default="rmsprop", choices=("sgd", "rmsprop", "adam"))
     parser.add_argument("--case", dest="cases", action="append", choices=[f"{t}/{d}" for t, d in CASES], default=None,
                         help="measure only this case (repeatable; default all three; the projection needs "
                              "the autoencoder and a convnet case)")
-    parser.add_argument("--rounds", type=int, default=0, help="rounds of the shorter slice (default: the largest recorder stride)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="rounds of the shorter slice (default: the largest recorder stride)")
     parser.add_argument("--solve-neurons", "--ce-neurons", type=int, default=5,
                         help="neurons solved per neuron group to time a horizon, the rest scaled (0: all; default 5)")
     parser.add_argument("--no-solve", dest="solve", action="store_false", help="skip the solver timings")
     parser.add_argument("--no-full-epoch", dest="full", action="store_false", help="slices only, never a whole epoch")
     parser.add_argument("--bundle", type=Path, default=None, help="data bundle folder (default <data root>/gpu_check)")
-    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default $OUT/gpu_check.json or results/gpu_check.json)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the JSON (default $OUT/gpu_check.json or results/gpu_check.json)")
     return parser.parse_args(argv)
 
 
@@ -432,15 +444,16 @@ def main(argv: list[str] | None = None) -> int:
     if found["tqdm"] is None:
         notes.append("tqdm is missing: training runs without progress bars")
 
-    from ntaylor_lib.data import MissingDataError, gpu_bundle_dir
-    from ntaylor_lib.profiles import ParameterError, get_profile, parse_assignments
-    from ntaylor_lib.store import environment
+    from ntaylor_lib.runs.data import MissingDataError, gpu_bundle_dir
+    from ntaylor_lib.runs.files import environment
+    from ntaylor_lib.runs.profiles import ParameterError, get_profile, parse_assignments
 
     try:
         overrides = {**(TINY if args.tiny else {}), **parse_assignments(args.overrides), "device": args.device}
         params = get_profile("paper", overrides)
         if args.device == "cuda" and not torch.cuda.is_available():
-            raise ParameterError("--device cuda but torch sees no CUDA GPU; use --device cpu (with --tiny) to try it on a CPU")
+            raise ParameterError("--device cuda but torch sees no CUDA GPU; "
+                                 "use --device cpu (with --tiny) to try it on a CPU")
         bundle = args.bundle or gpu_bundle_dir()
         torch.manual_seed(int(params["seed"]))
         cases, sources, first, failed = {}, {}, {}, {}
@@ -458,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             fits = {v: fit["epoch_s"] for v, fit in first[key]["fits"].items()}
             print(f"[{time.perf_counter() - box.start:6.1f} s] sliced {key}: seconds per epoch "
                   + ", ".join(f"{v} {t:.3g}" for v, t in fits.items())
-                  + f"; taylor/bare {fits['taylor'] / fits['bare']:.2f}, all/bare {fits['all'] / fits['bare']:.2f}", flush=True)
+                  + f"; taylor/bare {fits['taylor'] / fits['bare']:.2f}, all/bare {fits['all'] / fits['bare']:.2f}",
+                  flush=True)
         for task, dataset in chosen:  # phase 2: whole epochs while the box allows
             key = f"{task}/{dataset}"
             if key in failed:
@@ -503,14 +517,17 @@ def main(argv: list[str] | None = None) -> int:
             "seed": int(params["seed"]), "max_seconds": args.max_seconds, "solve_neurons": args.solve_neurons,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "torch_cuda_build": torch.version.cuda,
-            "gpu_total_bytes": torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None, **environment(args.device), **{f"{k}_version": v for k, v in found.items()},
+            "gpu_total_bytes": torch.cuda.get_device_properties(0).total_memory if args.device == "cuda" else None,
+            **environment(args.device), **{f"{k}_version": v for k, v in found.items()},
         },
-        "data": {"bundle": str(bundle), "files": {p.name: p.stat().st_size for p in sorted(Path(bundle).glob("*.pt.gz"))}},
+        "data": {"bundle": str(bundle),
+                 "files": {p.name: p.stat().st_size for p in sorted(Path(bundle).glob("*.pt.gz"))}},
         "cases": cases,
         "projection": {
             label: projection(params, cases, convnet_input)
             for label, convnet_input in (("paper", params["convnet_dataset"]), ("convnet_dataset=mnist", "mnist"))
-            if {"autoencoder/mnist", f"convnet/{convnet_input}"} <= set(cases)  # a failed or unchosen case leaves it out
+            # a failed or unchosen case leaves it out
+            if {"autoencoder/mnist", f"convnet/{convnet_input}"} <= set(cases)
         },
         "failed": failed,
         "notes": notes,
@@ -532,7 +549,8 @@ def _failure(key: str, error: Exception) -> dict[str, str]:
     return {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
 
 
-def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], full: dict[str, Any] | None, source: str) -> dict[str, Any]:
+def summarise(key: str, task: str, dataset: str, params, first: dict[str, Any], full: dict[str, Any] | None,
+              source: str) -> dict[str, Any]:
     """One case's row: measured whole-epoch numbers where there are some, else those scaled from the slices."""
     r_full, r_b = first["r_full"], first["r_b"]
     sliced_epoch = {v: fit["epoch_s"] for v, fit in first["fits"].items()}

@@ -16,9 +16,11 @@ import argparse
 
 import numpy as np
 
-from ntaylor_lib import get_profile, run_config, train
-from ntaylor_lib.allocator import retain_freed_memory
-from ntaylor_lib.regret import loglog_slope, regret_table, taylor_recorders
+from ntaylor_lib.paper.experiments import experiment_config, taylor_recorders
+from ntaylor_lib.runs.allocator import retain_freed_memory
+from ntaylor_lib.runs.profiles import get_profile
+from ntaylor_lib.runs.training import train
+from ntaylor_lib.taylor.regret import loglog_slope, regret_table
 
 
 def slopes(table, labels, resolved: bool) -> dict[str, float]:
@@ -39,7 +41,7 @@ def main() -> None:
     params = get_profile("cpu", {"device": "cpu", "lr_source": "fixed", "epochs": args.epochs})
     traced, own = taylor_recorders("autoencoder", params)[0], taylor_recorders("autoencoder", params)[0]
     own.uses_trace = False  # its own batched forward pass and error recursion
-    result = train(run_config(params, "autoencoder", args.optimizer), recorders=[traced, own], progress=False)
+    result = train(experiment_config(params, "autoencoder", args.optimizer), recorders=[traced, own], progress=False)
     a, b = traced.arrays(), own.arrays()
     rel = np.abs(a["optimum"] - b["optimum"]) / np.maximum(np.abs(b["optimum"]), 1e-300)
     print(f"autoencoder, {args.optimizer}, {args.epochs} epochs, {len(a['labels'])} scales: Taylor optima differ by "

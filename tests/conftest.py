@@ -14,7 +14,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def mnist_root():
-    from ntaylor_lib.data import default_data_root, prepare_mnist
+    from ntaylor_lib.runs.data import default_data_root, prepare_mnist
 
     return prepare_mnist(default_data_root(), verbose=False)
 
@@ -22,6 +22,7 @@ def mnist_root():
 @pytest.fixture
 def tiny_params():
     """A profile small enough that a run takes well under a second."""
-    from ntaylor_lib.profiles import get_profile
+    from ntaylor_lib.runs.profiles import get_profile
 
-    return get_profile("smoke", {"epochs": 3, "train_size": 512, "eval_size": 128, "probe_size": 16, "convnet_width": 4})
+    return get_profile("smoke", {"epochs": 3, "train_size": 512, "eval_size": 128, "probe_size": 16,
+                                 "convnet_width": 4})

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-BOOK_PACKAGES = ("altair", "papermill", "jupytext", "nbformat", "myst_nb", "jupyter_book", "sphinx", "yaml", "vl_convert")
+BOOK_PACKAGES = ("altair", "papermill", "jupytext", "nbformat", "myst_nb", "jupyter_book", "sphinx", "yaml",
+                 "vl_convert")
 # A finder first on sys.meta_path that makes packages look absent: importing one raises
 # ModuleNotFoundError, and importlib.util.find_spec gives a spec without origin (as torch's
 # own probes of optional packages expect: they must not see an exception there).
@@ -28,7 +29,8 @@ BLOCKED = {blocked!r}
 
 class _Absent(importlib.abc.Loader):
     def create_module(self, spec):
-        raise ModuleNotFoundError(f"No module named {{spec.name!r}} (blocked: the GPU machine has no such package)", name=spec.name)
+        raise ModuleNotFoundError(f"No module named {{spec.name!r}} (blocked: the GPU machine has no such package)",
+                                  name=spec.name)
 
     def exec_module(self, module):
         pass
@@ -55,7 +57,7 @@ def _blocked_env(tmp: Path, blocked: tuple[str, ...]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def bundle(mnist_root, tmp_path_factory):
-    from ntaylor_lib.data import write_gpu_bundle
+    from ntaylor_lib.runs.data import write_gpu_bundle
 
     folder = tmp_path_factory.mktemp("gpu_bundle")
     sizes = write_gpu_bundle(mnist_root, folder=folder, verbose=False)
@@ -63,7 +65,7 @@ def bundle(mnist_root, tmp_path_factory):
 
 
 def test_bundle_round_trips_to_the_library_arrays(bundle, mnist_root):
-    from ntaylor_lib.data import load_arrays, load_gpu_bundle
+    from ntaylor_lib.runs.data import load_arrays, load_gpu_bundle
 
     folder, sizes = bundle
     assert "mnist.pt.gz" in sizes and sizes["mnist.pt.gz"] < 32 * 2**20  # travels within a 64 MiB carry
@@ -75,7 +77,7 @@ def test_bundle_round_trips_to_the_library_arrays(bundle, mnist_root):
 
 
 def test_task_data_from_arrays_matches_task_data(mnist_root):
-    from ntaylor_lib.data import load_arrays, task_data, task_data_from_arrays
+    from ntaylor_lib.runs.data import load_arrays, task_data, task_data_from_arrays
 
     args = ("convnet", "mnist", 300, 50, 20)
     a, b = task_data(*args, root=mnist_root), task_data_from_arrays(load_arrays("mnist", mnist_root), *args)
@@ -86,7 +88,7 @@ def test_task_data_from_arrays_matches_task_data(mnist_root):
 def test_recorders_import_without_scipy(tmp_path):
     env = _blocked_env(tmp_path, BOOK_PACKAGES + ("scipy", "tqdm", "torchvision"))
     code = (
-        "import ntaylor_lib.experiments, ntaylor_lib.recorders, ntaylor_lib.solver\n"
+        "import ntaylor_lib.paper.experiments, ntaylor_lib.taylor.recorders, ntaylor_lib.taylor.solver\n"
         "try:\n    import scipy\nexcept ImportError:\n    print('recorders imported; scipy absent')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

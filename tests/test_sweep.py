@@ -1,4 +1,4 @@
-"""Sweeps (issue 6): a grid of papermill executions in local worker processes or on a
+"""Sweeps: a grid of papermill executions in local worker processes or on a
 local Dask cluster, one tidy table, failures reported without stopping the others, and
 reruns that skip the points already done."""
 
@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from ntaylor_lib import cli
-from ntaylor_lib.profiles import ParameterError
+from ntaylor_lib.runs.profiles import ParameterError
 from ntaylor_lib.sweep import SweepPoint, parse_grid, plan_points, resolve_chapter, run_sweep
 
 # A notebook that multiplies its two parameters, glues the product, logs every execution
@@ -81,7 +81,8 @@ def local_sweep(tiny):
     out = tiny.parent / "local"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-        code, stdout, stderr = _main(["sweep", str(tiny), "-p", "x", X, "-p", "y", Y, "--out", str(out), "--no-progress"])
+        code, stdout, stderr = _main(["sweep", str(tiny), "-p", "x", X, "-p", "y", Y, "--out", str(out),
+                                      "--no-progress"])
     return code, stdout, stderr, out
 
 

@@ -2,7 +2,7 @@
 
 - Serves vl-convert's bundle of Vega, Vega-Lite and vega-embed from ``_static``,
   wrapped in a function scope: as-is, its top-level ``const _`` clashes with Sphinx's
-  own ``_`` global and ``vegaEmbed`` never gets defined (DESIGN.md section 6).
+  own ``_`` global and ``vegaEmbed`` never gets defined.
 - Serves MathJax from ``_static`` too (the files of the ``sphinx-mathjax-offline``
   wheel), instead of Sphinx's default CDN address.
 - sphinx-thebe 0.3.1 adds its inline configuration twice (filename ``None`` and

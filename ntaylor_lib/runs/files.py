@@ -1,0 +1,96 @@
+"""Files the runs and results are kept in: atomic writes, content digests, provenance.
+
+Every file is written to a temporary name in its folder, flushed to disk and renamed,
+so an interrupted write never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+
+#: The checkout (or installed source tree) this package lives in.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_results_root() -> Path:
+    env = os.environ.get("NTAYLOR_RESULTS")
+    return Path(env) if env else ROOT / "results"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_save_torch(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_json(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def json_digest(obj: Any, length: int, default: Any = None) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``obj`` as sorted-key JSON (``default`` as in
+    ``json.dumps``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:length]
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``+dirty`` when it has local changes), or ``unknown``."""
+    top = ROOT
+    try:
+        head = subprocess.run(["git", "-C", str(top), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions and hardware that a result depends on."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return {
+        "ntaylor_lib": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device_name": name,
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,177 @@
+"""Build the book: execute every chapter with papermill, then build HTML with Jupyter Book.
+
+Chapters are Jupytext MyST Markdown notebooks listed in ``_toc.yml``. Each is converted
+to ``.ipynb``, executed with papermill at a profile (its ``parameters`` cell takes
+``profile`` and ``overrides``), and written to ``_build/executed/``. The HTML is then
+built from a staged copy of the book (``_build/stage``) in which every chapter is its executed notebook,
+with execution off, so nothing runs twice. Chapters share runs through the run store.
+
+Pages that summarise other chapters (the front page and the claims page read the verdicts
+the chapters record) say so in their front matter with ``ntaylor: {execute: last}``; they are
+executed after every other chapter, in ``_toc.yml`` order among themselves, whatever their
+place in the table of contents (:func:`execution_order`), and again whenever another chapter
+is, so that ``book --only figure4`` also refreshes the verdicts they show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..notebooks import front_matter, is_notebook
+from ..runs.files import ROOT
+from ..runs.profiles import Profile
+
+# Cells that the page need not show: papermill's parameter cells (the set-up cell shows them).
+HIDDEN_TAGS = {"parameters", "injected-parameters"}
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every file of ``_toc.yml`` (without extension), in reading order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: Sequence[Mapping[str, Any]]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return files
+
+
+def executes_last(path: Path) -> bool:
+    """Whether a page summarises the others: front matter ``ntaylor: {execute: last}``."""
+    return (front_matter(path).get("ntaylor") or {}).get("execute") == "last"
+
+
+def execution_order(notebooks: Sequence[str], root: Path = ROOT) -> list[str]:
+    """``notebooks`` in execution order: those flagged ``ntaylor: {execute: last}`` after all others."""
+    last = [n for n in notebooks if executes_last(root / f"{n}.md")]
+    return [n for n in notebooks if n not in last] + last
+
+
+def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -> float:
+    """Convert ``source`` with Jupytext and execute it with papermill into ``output``; returns seconds."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    notebook = output.with_suffix(".source.ipynb")
+    jupytext.write(jupytext.read(source), notebook)
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=dict(parameters),
+            kernel_name="python3",
+            cwd=str(source.parent),
+            progress_bar=False,
+        )
+    finally:
+        notebook.unlink(missing_ok=True)
+    executed = nbformat.read(output, as_version=4)
+    for cell in executed.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if tags & HIDDEN_TAGS:
+            cell.metadata["tags"] = sorted(tags | {"remove-cell"})
+    nbformat.write(executed, output)
+    return time.perf_counter() - started
+
+
+def output_root() -> Path:
+    """Where ``_build/`` goes: ``$NTAYLOR_BUILD`` if set, else the checkout."""
+    return Path(os.environ.get("NTAYLOR_BUILD") or ROOT)
+
+
+def stage_book(notebooks: Sequence[str], build: Path) -> Path:
+    """Copy the book's sources to ``build/stage`` with chapters replaced by their executed notebooks."""
+    import yaml
+
+    stage, executed = build / "stage", build / "executed"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy(ROOT / "_toc.yml", stage / "_toc.yml")
+    shutil.copytree(ROOT / "book", stage / "book", ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    for name in notebooks:
+        (stage / f"{name}.md").unlink()
+        shutil.copy(executed / f"{name}.ipynb", stage / f"{name}.ipynb")
+    return stage
+
+
+def build_html(stage: Path, out: Path) -> int:
+    """Run Jupyter Book on the staged sources, warnings as errors; HTML lands in ``out/_build/html``."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(stage), "--path-output", str(out),
+               "--builder", "html", "-W", "-n", "--keep-going"]
+    return subprocess.run(command).returncode
+
+
+def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> int:
+    """Execute the chapters at the profile ``params`` and build the HTML.
+
+    Args:
+        params: the validated profile (checked before any chapter runs); its overrides are
+            passed to every chapter as its ``overrides`` parameter.
+        only: execute only these chapters (file stems); the others reuse their last execution.
+        html: build the HTML after executing.
+
+    Returns:
+        0 on success; 1 when a chapter fails (its name and error are printed, and the
+        chapters executed before it are kept).
+    """
+    import papermill
+
+    out = output_root()
+    build = out / "_build"
+    executed = build / "executed"
+    files = toc_files()
+    notebooks = [f for f in files if is_notebook(ROOT / f"{f}.md")]
+    # list values as lists: papermill injects them as literals and records them as JSON
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in params.overrides.items()}
+    parameters = {"profile": params.name, "overrides": overrides}
+    timings = {}
+    for name in execution_order(notebooks):
+        stem = Path(name).name
+        summary_stale = bool(timings) and executes_last(ROOT / f"{name}.md")  # a chapter it reads just ran
+        if only and stem not in only and (executed / f"{name}.ipynb").is_file() and not summary_stale:
+            continue
+        print(f"[book] executing {name} at profile {params.name} ...", flush=True)
+        try:
+            timings[name] = execute_chapter(ROOT / f"{name}.md", parameters, executed / f"{name}.ipynb")
+        except papermill.PapermillExecutionError as error:
+            print(f"[book] chapter {name} failed: {error.ename}: {error.evalue}", file=sys.stderr)
+            print(f"[book] its partial output is in {executed / name}.ipynb", file=sys.stderr)
+            return 1
+        print(f"[book] {name} done in {timings[name]:.1f} s", flush=True)
+    missing = [n for n in notebooks if not (executed / f"{n}.ipynb").is_file()]
+    if missing:
+        print(f"[book] not executed yet: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    (executed / "timings.json").write_text(json.dumps({"profile": params.name, "seconds": timings}, indent=2))
+    if not html:
+        return 0
+    code = build_html(stage_book(notebooks, build), out)
+    if code == 0:
+        print(f"[book] open {build / 'html' / 'index.html'}")
+    return code

@@ -1,0 +1,154 @@
+"""What every Taylor recorder shares: scales, the iterates' box, horizons, the solve at the end.
+
+A Taylor recorder attaches to :func:`ntaylor_lib.runs.training.train` through the
+:class:`~ntaylor_lib.runs.recorder.Recorder` hooks, tracks the iterates' box
+``[min_n theta^n_S, max_n theta^n_S]`` of every scale over every round, marks the horizons
+(the round count at the end of every epoch), and, at the end of the last epoch, solves
+``TO_S(N)`` at every horizon and every ``box_scale`` (:mod:`ntaylor_lib.taylor.solver`).
+The stored arrays (``<name>/optimum`` etc.) turn into the tidy regret table with
+:func:`ntaylor_lib.taylor.regret.regret_curves`.
+
+Where rounds are subsampled, ``TO`` is estimated from the recorded rounds only: the
+minimum of a subsample's mean is biased low, so the regret is biased high; the arrays
+say which rounds were used so the book can state it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...runs.models import ReluNet
+from ...runs.recorder import Recorder
+from ..jacobians import layer_matrix
+from ..solver import iterate_box
+
+
+@dataclass
+class Group:
+    """Neurons of one layer, solved jointly (a layer scale) or as separate neuron scales."""
+
+    layer: int
+    neurons: list[int]
+    joint: bool
+
+    def labels(self) -> list[str]:
+        if self.joint:
+            return [f"layer{self.layer}"]
+        return [f"layer{self.layer}/neuron{a}" for a in self.neurons]
+
+
+def spread(count: int, available: int) -> list[int]:
+    """``count`` neuron indices spread evenly over ``0..available-1`` (all when ``count >= available``)."""
+    if count >= available:
+        return list(range(available))
+    return sorted({int(round(i)) for i in np.linspace(0, available - 1, count)})
+
+
+class TaylorRecorder(Recorder):
+    """Shared bookkeeping: groups, iterate boxes, horizons, solve at the end, stored arrays."""
+
+    name = "taylor"
+    #: attributes holding one entry per group, in group order (:meth:`for_group` cuts them)
+    per_group: tuple[str, ...] = ("lower", "upper")
+
+    def __init__(self, groups: Sequence[Group], box_scales: Sequence[float] = (1.0,), solve_at_end: bool = True):
+        self.groups = list(groups)
+        self.box_scales = [float(b) for b in box_scales]
+        self.solve_at_end = solve_at_end
+        self.lower: list[torch.Tensor | None] = [None] * len(self.groups)
+        self.upper: list[torch.Tensor | None] = [None] * len(self.groups)
+        self.horizons: list[int] = []
+        self.rounds = 0
+        self.result: dict[str, np.ndarray] = {}
+
+    def for_group(self, i: int, neurons: int = 0) -> TaylorRecorder:
+        """A shallow copy holding only group ``i`` (of a neuron group only its first ``neurons``;
+        0: all), whose :meth:`solve` solves that group alone: to time groups one by one, or to
+        spread them over workers. The recorded data are shared, not copied."""
+        sub = copy.copy(self)
+        group = self.groups[i]
+        if neurons and not group.joint:
+            group = dataclasses.replace(group, neurons=group.neurons[:neurons])
+        sub.groups = [group]
+        for name in self.per_group:
+            setattr(sub, name, [getattr(self, name)[i]])
+        sub.result = {}
+        return sub
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "groups": [[g.layer, g.neurons, g.joint] for g in self.groups],
+            "box_scales": [str(b) for b in self.box_scales],
+        }
+
+    def setup(self, model: ReluNet, data: Any, config: Any) -> None:
+        self.epochs = config.epochs
+
+    def _widen_box(self, i: int, lower: torch.Tensor, upper: torch.Tensor) -> None:
+        """Grow group ``i``'s iterate box to include ``[lower, upper]`` (``(C, Q)`` float64)."""
+        self.lower[i] = lower.clone() if self.lower[i] is None else torch.minimum(self.lower[i], lower)
+        self.upper[i] = upper.clone() if self.upper[i] is None else torch.maximum(self.upper[i], upper)
+
+    def _track_box(self, model: ReluNet) -> None:
+        with torch.no_grad():
+            for i, g in enumerate(self.groups):
+                theta = layer_matrix(model.layer(g.layer))[g.neurons].double()
+                self._widen_box(i, theta, theta)
+
+    def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
+        if epoch == 0:
+            return
+        self.horizons.append(self.rounds)
+        self._epoch_done()
+
+    def on_train_end(self, model: ReluNet, status: str) -> None:
+        # Also after a divergence: the horizons reached before it still get their optimum.
+        if self.solve_at_end and self.horizons:
+            self.solve()
+
+    def _epoch_done(self) -> None:
+        """Snapshot whatever the horizon needs."""
+
+    def boxes(self, i: int, box_scale: float, neuron: int | None = None):
+        lo, hi = self.lower[i].cpu().numpy(), self.upper[i].cpu().numpy()
+        if neuron is not None:
+            lo, hi = lo[neuron], hi[neuron]
+        return iterate_box(lo.ravel(), hi.ravel(), box_scale)
+
+    def _base_state(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper, "horizons": self.horizons, "rounds": self.rounds}
+
+    def _load_base(self, state: dict[str, Any]) -> None:
+        self.lower, self.upper = state["lower"], state["upper"]
+        self.horizons, self.rounds = list(state["horizons"]), state["rounds"]
+
+    def _store(self, optimum: list[np.ndarray], used: list[np.ndarray], loss: list[np.ndarray]) -> None:
+        """Keep the solved arrays: one row per scale (a layer, or one neuron)."""
+        labels, layers, neurons = [], [], []
+        for g in self.groups:
+            labels += g.labels()
+            layers += [g.layer] * len(g.labels())
+            neurons += [-1] if g.joint else g.neurons
+        self.result = {
+            "labels": np.asarray(labels),
+            "layer": np.asarray(layers, dtype=np.int64),
+            "neuron": np.asarray(neurons, dtype=np.int64),
+            "box_scales": np.asarray(self.box_scales, dtype=np.float64),
+            "horizons": np.asarray(self.horizons, dtype=np.int64),
+            "optimum": np.stack(optimum),  # (S, B, E)
+            "samples_used": np.stack(used),  # (S, E): samples (all rounds used) up to each horizon
+            "recorded_loss": np.stack(loss),  # (S, E): mean incurred loss over the rounds used
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self.result)
+
+    def solve(self) -> None:
+        raise NotImplementedError

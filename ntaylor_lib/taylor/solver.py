@@ -1,0 +1,329 @@
+"""The hindsight Taylor optimum ``TO_S(N) = min_{V in H} (1/N) sum_{n<=N} T_n^S(V)`` (Theorem 2).
+
+The comparator set ``H`` is the box spanned by the run's own iterates,
+``min_n theta^n_S <= V <= max_n theta^n_S`` coordinatewise over the whole run,
+optionally widened around its centre by ``box_scale``
+(``inf``: unconstrained). Two problem types:
+
+* MSE (quadratic): ``q(V) = (V^T H V - 2 g^T V + s) / M`` from streaming statistics;
+  unconstrained: the minimum-norm solution by one ``eigh`` of ``H`` (a pseudo-inverse);
+  boxed: a primal-dual active-set method, polished by projected Newton steps, with the
+  weights the objective cannot see and those with a one-point box held out (BVLS was 15x
+  slower on the autoencoder's 620-dimensional layer 3).
+* Cross-entropy: ``F(V) = mean_m CE(b_m + A_m V, y_m)`` with ``A`` a linear operator
+  holding per-sample Jacobian factors; solved with SciPy's L-BFGS-B in float64 with a
+  hand-written gradient ``A^T (softmax - onehot) / M``, warm-started, and never worse
+  than the best candidate start (the previous horizon's optimum, the recorded iterates).
+
+Shapes: ``M`` samples (rows over all rounds of the horizon), ``K`` outputs, ``P`` parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# SciPy is imported where it is used, so that the recorders import on a machine without it
+# (benchmarks/gpu_check.py then skips the solver timings and says so).
+
+
+def iterate_box(lower: np.ndarray, upper: np.ndarray, box_scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The iterates' box widened ``box_scale`` times around its centre; ``None`` when unconstrained."""
+    if math.isinf(box_scale):
+        return None
+    if box_scale <= 0:
+        raise ValueError(f"box_scale={box_scale!r} must be > 0 (inf: unconstrained)")
+    centre, half = (upper + lower) / 2, (upper - lower) / 2 * box_scale
+    return centre - half, centre + half
+
+
+# --------------------------------------------------------------------------- quadratic (MSE)
+
+@dataclass
+class QuadraticProblem:
+    """``q(V) = (V^T H V - 2 g^T V + s) / M`` (the MSE Taylor objective summed over a horizon).
+
+    Attributes:
+        h: ``(P, P)`` ``sum J^T J`` (per-sample Jacobian Grams, all rounds).
+        g: ``(P,)`` ``sum J^T c`` with ``c = J theta^n_S - (f - y)``.
+        s: ``sum ||c||^2``.
+        m: the normaliser: samples times outputs (the MSE's mean).
+    """
+
+    h: np.ndarray
+    g: np.ndarray
+    s: float
+    m: float
+
+    def value(self, v: np.ndarray) -> float:
+        return float((v @ self.h @ v - 2 * self.g @ v + self.s) / self.m)
+
+
+def _psd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^{-1} b`` for symmetric PSD ``a`` by Cholesky, with a ridge of ``1e-12`` of the mean diagonal.
+
+    Layer Grams are often singular (a unit that is never active leaves its weights out of
+    every Jacobian); along those null directions the quadratic is flat, so the tiny ridge
+    picks a finite point without changing the value beyond rounding. Least squares
+    remains the fallback should the factorisation still fail.
+    """
+    ridge = 1e-12 * max(float(np.trace(a)) / max(len(a), 1), 1e-300)
+    try:
+        import scipy.linalg
+
+        factor = scipy.linalg.cho_factor(a + ridge * np.eye(len(a)), check_finite=False)
+        return scipy.linalg.cho_solve(factor, b, check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _active_set_qp(
+    h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray, max_iter: int = 50
+) -> np.ndarray | None:
+    """Primal-dual active-set method (Hintermueller, Ito and Kunisch, 2002) for the box QP.
+
+    With ``mu = g - H v`` (the KKT multipliers), guess the coordinates held at each bound,
+    solve the free block exactly, update the guess; stop when it repeats. Usually a handful
+    of iterations, each one Cholesky solve; ``None`` when it does not settle (then the caller
+    falls back to projected Newton).
+    """
+    mu = g - h @ v
+    scale = 1.0 / max(float(np.abs(np.diag(h)).max(initial=0.0)), 1e-300)
+    previous = None
+    for _ in range(max_iter):
+        at_hi = mu * scale + (v - hi) > 0
+        at_lo = mu * scale + (v - lo) < 0
+        at_lo &= ~at_hi
+        key = (at_lo.tobytes(), at_hi.tobytes())
+        if key == previous:
+            return np.clip(v, lo, hi)
+        previous = key
+        free = ~(at_lo | at_hi)
+        v = np.where(at_hi, hi, np.where(at_lo, lo, v))
+        if free.any():
+            held = ~free
+            rhs = g[free] - h[np.ix_(free, held)] @ v[held]
+            v[free] = _psd_solve(h[np.ix_(free, free)], rhs)
+        mu = np.where(free, 0.0, g - h @ v)
+    return None
+
+
+def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray,
+            max_iter: int = 500) -> np.ndarray:
+    """``argmin v^T h v - 2 g^T v`` over ``lo <= v <= hi`` (``h`` symmetric PSD), by projected Newton.
+
+    Bertsekas (1982): coordinates at a bound whose gradient pushes outwards are held;
+    the others take the exact Newton step (least squares on the free block), projected
+    back onto the box with backtracking. Where the Newton step cannot descend (the
+    gradient lies in the free block's null space), a projected steepest-descent step
+    with exact line search is taken instead. A few iterations suffice from a warm start.
+    """
+    def f(w: np.ndarray) -> float:
+        return float(w @ (h @ w) - 2 * g @ w)
+
+    v = np.clip(v, lo, hi)
+    fv = f(v)
+    problem_scale = abs(f(np.zeros_like(v))) + abs(fv)
+    eps = 1e-12 * np.maximum(hi - lo, 1e-300)
+    for _ in range(max_iter):
+        grad = h @ v - g
+        held = ((v <= lo + eps) & (grad > 0)) | ((v >= hi - eps) & (grad < 0))
+        free = ~held
+        scale = np.abs(g).max(initial=0.0) + np.abs(h).max(initial=0.0) * np.abs(v).max(initial=0.0)
+        tolerance = 1e-13 * scale + 1e-300
+        if not free.any() or np.abs(grad[free]).max() <= tolerance:
+            break
+        steps = []
+        newton = np.zeros_like(v)
+        newton[free] = _psd_solve(h[np.ix_(free, free)], -grad[free])
+        steps.append((newton, 1.0))
+        steepest = np.where(free, -grad, 0.0)
+        curvature = float(steepest @ (h @ steepest))
+        exact = float(steepest @ steepest) / curvature if curvature > 0 else np.inf
+        span = float(np.max(hi - lo, initial=0.0))
+        steps.append((steepest, min(exact, 4 * span / (np.abs(steepest).max() + 1e-300))))
+        moved = False
+        for direction, alpha in steps:
+            for _ in range(60):
+                candidate = np.clip(v + alpha * direction, lo, hi)
+                fc = f(candidate)
+                # progress below rounding of the objective is no progress: stop there
+                if fc < fv - 1e-15 * (abs(fv) + problem_scale):
+                    v, fv, moved = candidate, fc, True
+                    break
+                alpha *= 0.5
+            if moved:
+                break
+        if not moved:
+            break
+    return v
+
+
+def solve_quadratic(
+    problem: QuadraticProblem,
+    box: tuple[np.ndarray, np.ndarray] | None,
+    start: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Minimiser and minimum of a :class:`QuadraticProblem` over ``box`` (``None``: everywhere).
+
+    Unconstrained: the minimum-norm solution of ``H V = g`` (pseudo-inverse by ``eigh``).
+    Boxed: that solution when it lies in the box; otherwise a primal-dual active-set
+    solve (:func:`_active_set_qp`) checked and polished by projected Newton
+    (:func:`_box_qp`), started from the better of ``start`` (e.g. the previous horizon's
+    optimum) and the unconstrained solution clipped to the box.
+    """
+    return solve_quadratic_boxes(problem, [box], [start])[0]
+
+
+def solve_quadratic_boxes(
+    problem: QuadraticProblem,
+    boxes: Sequence[tuple[np.ndarray, np.ndarray] | None],
+    starts: Sequence[np.ndarray | None] | None = None,
+) -> list[tuple[np.ndarray, float]]:
+    """:func:`solve_quadratic` for several boxes of one problem, sharing one ``eigh`` of ``H``."""
+    h = (problem.h + problem.h.T) / 2
+    lam, q = np.linalg.eigh(h)
+    inv = np.where(lam > max(lam.max(initial=0.0), 0.0) * 1e-12 * len(lam), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
+    free_optimum = q @ (inv * (q.T @ problem.g))
+    # Weights the objective does not see: a zero diagonal of the PSD H is a zero row, and
+    # with g zero there too the quadratic is flat along them (an input pixel that is zero
+    # on every sample: 140 of the 785 weights of an autoencoder input-layer neuron at the
+    # paper profile). Any value in the box is optimal; they stay where the start puts them.
+    unseen = (np.diag(h) == 0) & (problem.g == 0)
+    results = []
+    for box, start in zip(boxes, starts or [None] * len(boxes)):
+        if box is None or (np.all(free_optimum >= box[0]) and np.all(free_optimum <= box[1])):
+            results.append((free_optimum, problem.value(free_optimum)))  # already inside the box
+            continue
+        lo, hi = box
+        candidates = [np.clip(free_optimum, lo, hi)] + ([np.clip(start, lo, hi)] if start is not None else [])
+        v = min(candidates, key=problem.value)
+        # Unseen weights, and weights whose box is one point (an unseen pixel's weight never
+        # moves in training, so its iterate box is degenerate), are held out of the solve:
+        # on them the active-set guesses flip between bound and free and never settle.
+        held = unseen | (lo == hi)
+        keep = ~held
+        if keep.any():
+            hk = h[np.ix_(keep, keep)]
+            gk = problem.g[keep] - h[np.ix_(keep, held)] @ v[held]  # held weights' pull on the others
+
+            def value(w: np.ndarray) -> float:
+                full = v.copy()
+                full[keep] = w
+                return problem.value(full)
+
+            start_k = v[keep]
+            fast = _active_set_qp(hk, gk, lo[keep], hi[keep], start_k.copy())
+            # projected Newton polishes the active-set answer, or solves from the start if it cycled
+            v[keep] = _box_qp(hk, gk, lo[keep], hi[keep], start_k if fast is None else min(fast, start_k, key=value))
+        results.append((v, problem.value(v)))
+    return results
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+@dataclass
+class LinearOperator:
+    """``V -> A V`` (``(M, K)``) and its adjoint ``R -> A^T R`` (shaped like ``V``)."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    adjoint: Callable[[torch.Tensor], torch.Tensor]
+
+
+def jacobian_operator(j: torch.Tensor) -> LinearOperator:
+    """Dense per-sample Jacobians ``J``: ``(M, K, P)``."""
+    return LinearOperator(lambda v: torch.einsum("mkp,p->mk", j, v), lambda r: torch.einsum("mkp,mk->p", j, r))
+
+
+def dense_operator(g: torch.Tensor, x: torch.Tensor) -> LinearOperator:
+    """A dense layer's neurons from factors: ``J[m,k,c,q] = G[m,k,c] x~[m,q]``; ``V``: ``(C, Q)`` flattened.
+
+    ``g``: ``(M, K, C)`` output-by-pre-activation Jacobian, ``x``: ``(M, Q)`` layer input with a 1.
+    """
+    c, q = g.shape[2], x.shape[1]
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("mkc,mc->mk", g, x @ v.view(c, q).T)
+
+    def adjoint(r: torch.Tensor) -> torch.Tensor:
+        return (torch.einsum("mkc,mk->mc", g, r).T @ x).flatten()
+
+    return LinearOperator(apply, adjoint)
+
+
+@dataclass
+class CrossEntropyProblem:
+    """``F(V) = mean_m CE(b_m + A_m V, y_m)``, convex in ``V`` (the Taylor loss of a horizon).
+
+    Attributes:
+        offset: ``(M, K)`` ``b = f - J theta^n_S`` per sample (so ``b + J V = T^n_S(V; x)``).
+        target: ``(M,)`` class labels.
+        op: the :class:`LinearOperator` ``A = J``.
+    """
+
+    offset: torch.Tensor
+    target: torch.Tensor
+    op: LinearOperator
+
+    def value_and_grad(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.offset + self.op.apply(v)
+        logp = torch.log_softmax(z, dim=1)
+        value = -logp.gather(1, self.target[:, None]).mean()
+        r = logp.exp()
+        r[torch.arange(len(self.target)), self.target] -= 1.0
+        return value, self.op.adjoint(r / len(self.target))
+
+    def value(self, v: torch.Tensor) -> float:
+        return float(self.value_and_grad(v)[0])
+
+
+def solve_cross_entropy(
+    problem: CrossEntropyProblem,
+    starts: Sequence[np.ndarray],
+    box: tuple[np.ndarray, np.ndarray] | None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+) -> tuple[np.ndarray, float]:
+    """L-BFGS-B on ``problem`` from the best of ``starts`` (projected onto ``box``).
+
+    Returns the minimiser and the minimum in float64; the result is never above the
+    objective at any start (the previous horizon's optimum and the recorded iterates).
+    """
+    from scipy.optimize import minimize
+
+    dtype, device = problem.offset.dtype, problem.offset.device
+
+    def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
+        # SciPy hands a read-only array: copy it rather than alias it as a tensor
+        value, grad = problem.value_and_grad(torch.tensor(v, dtype=dtype, device=device))
+        return float(value), grad.detach().cpu().numpy().astype(np.float64)
+
+    clip = (lambda v: v) if box is None else (lambda v: np.clip(v, *box))
+    candidates = [clip(np.asarray(s, dtype=np.float64)) for s in starts]
+    values = [fun(c)[0] for c in candidates]
+    best = int(np.argmin(values))
+    bounds = None if box is None else list(zip(*box))
+    result = minimize(
+        fun, candidates[best], jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": max_iter, "ftol": tol, "gtol": tol * 1e-2, "maxcor": 20},
+    )
+    if result.fun <= values[best]:
+        return result.x, float(result.fun)
+    return candidates[best], float(values[best])
+
+
+__all__ = [
+    "CrossEntropyProblem",
+    "LinearOperator",
+    "QuadraticProblem",
+    "dense_operator",
+    "iterate_box",
+    "jacobian_operator",
+    "solve_cross_entropy",
+    "solve_quadratic",
+    "solve_quadratic_boxes",
+]
