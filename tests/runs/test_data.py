@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ntaylor_lib.runs import data as D
+from ntaylor_lib.runs.files import default_results_root
 
 
 def test_prepared_mnist_matches_canonical_md5(mnist_root):
@@ -94,3 +96,16 @@ def test_task_data_subsets_and_fixed_probe_set(mnist_root):
     assert torch.equal(a.probe_x, again.probe_x)
     idx = D.probe_indices(300, 20)
     assert torch.equal(a.probe_x, a.train_x[idx])
+
+
+def test_default_roots_are_beside_the_package(monkeypatch):
+    """``data/`` and ``results/`` sit at the checkout's top (where the README says), unless the
+    environment names other folders."""
+    checkout = Path(__file__).resolve().parents[2]
+    monkeypatch.delenv("NTAYLOR_DATA", raising=False)
+    monkeypatch.delenv("NTAYLOR_RESULTS", raising=False)
+    assert D.default_data_root() == checkout / "data"
+    assert default_results_root() == checkout / "results"
+    monkeypatch.setenv("NTAYLOR_DATA", "/somewhere/data")
+    monkeypatch.setenv("NTAYLOR_RESULTS", "/somewhere/results")
+    assert D.default_data_root() == Path("/somewhere/data") and default_results_root() == Path("/somewhere/results")
