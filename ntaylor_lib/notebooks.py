@@ -110,3 +110,13 @@ def first_error(notebook: Any) -> str | None:
             if output.get("output_type") == "error":
                 return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
     return None
+
+
+def unexecuted_cells(notebook: Any) -> int:
+    """How many non-empty code cells of an executed notebook never ran (no execution count).
+
+    A kernel stopped by Ctrl-C can leave a notebook that papermill closed as if it had
+    completed (an end time, no exception) with its later cells never executed.
+    """
+    code = [cell for cell in notebook.cells if cell.get("cell_type") == "code" and cell.get("source", "").strip()]
+    return sum(1 for cell in code if cell.get("execution_count") is None)

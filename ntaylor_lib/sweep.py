@@ -46,8 +46,24 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .notebooks import first_error, glued_values, is_notebook, parameter_defaults, parse_value, read_notebook
-from .runs.files import ROOT, atomic_save_json, atomic_write_bytes, default_results_root, git_commit, json_digest
+from .notebooks import (
+    first_error,
+    glued_values,
+    is_notebook,
+    parameter_defaults,
+    parse_value,
+    read_notebook,
+    unexecuted_cells,
+)
+from .runs.files import (
+    ROOT,
+    atomic_save_json,
+    atomic_write_bytes,
+    default_results_root,
+    git_commit,
+    json_digest,
+    writable_folder,
+)
 from .runs.profiles import DEFAULT_PROFILE, ParameterError, get_profile, parameter_names
 from .runs.progress import note, progress_bar
 
@@ -121,10 +137,27 @@ def chapter_stems() -> list[str]:
     return sorted(p.stem for p in BOOK.glob("*.md") if is_notebook(p))
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: what was kept, and how to go on, in one line."""
+
+
 def resolve_chapter(chapter: str | Path) -> Path:
-    """A book chapter's stem (``figure5``) or a path to a Jupytext ``.md`` / ``.ipynb`` notebook."""
+    """A book chapter's stem (``figure5``) or a path to a Jupytext ``.md`` / ``.ipynb`` notebook.
+
+    Raises:
+        ParameterError: no such chapter, or a file that is not a notebook (a Markdown file whose
+            front matter names no kernel, an ``.ipynb`` that does not read).
+    """
     path = Path(chapter)
-    if path.suffix in (".md", ".ipynb") and path.is_file():
+    if path.is_file():
+        if path.suffix == ".md" and not is_notebook(path):
+            raise ParameterError(f"{path} is not a Jupytext notebook: its front matter names no kernel")
+        if path.suffix not in (".md", ".ipynb"):
+            raise ParameterError(f"{path} is not a notebook: give a Jupytext .md or an .ipynb file")
+        try:
+            read_notebook(path)
+        except Exception as error:  # jupytext and nbformat raise many kinds on a file that is not a notebook
+            raise ParameterError(f"{path} does not read as a notebook ({type(error).__name__}: {error})") from None
         return path.resolve()
     if (BOOK / f"{path.name}.md").is_file() and path.name in chapter_stems():
         return BOOK / f"{path.name}.md"
@@ -213,7 +246,8 @@ def _row(point: SweepPoint, status: str, error: str, seconds: float, reused: boo
 
 
 def completed_row(point: SweepPoint) -> dict[str, Any] | None:
-    """The row of a point whose notebook exists and ran to the end without error, else None."""
+    """The row of a point whose notebook exists and ran to the end without error (every code cell
+    executed), else None."""
     import nbformat
 
     path = Path(point.notebook)
@@ -226,7 +260,7 @@ def completed_row(point: SweepPoint) -> dict[str, Any] | None:
     meta = notebook.metadata.get("papermill", {})
     if meta.get("exception") or not meta.get("end_time") or meta.get("parameters") != point.notebook_parameters:
         return None
-    if first_error(notebook) is not None:
+    if first_error(notebook) is not None or unexecuted_cells(notebook):
         return None
     return _row(point, "ok", "", float(meta.get("duration") or 0.0), True, glued_values(notebook))
 
@@ -278,6 +312,8 @@ def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: s
             nbformat.write(notebook, output)
             if status == "ok" and first_error(notebook) is not None:
                 status, error = "failed", first_error(notebook)
+            if status == "ok" and unexecuted_cells(notebook):
+                status, error = "failed", f"{unexecuted_cells(notebook)} code cells never ran (the kernel was stopped)"
             if status == "ok":
                 glued = glued_values(notebook)
         except Exception as exc:
@@ -441,7 +477,10 @@ def run_sweep(
 
     Raises:
         ParameterError: an unknown chapter, a parameter the notebook cannot take, a bad
-            value, or an unreachable scheduler, before any point runs.
+            value, an output folder that cannot be written, or an unreachable scheduler, before
+            any point runs.
+        SweepInterrupted: Ctrl-C; the points done so far are kept (and the table), and the same
+            call runs the rest.
     """
     source = resolve_chapter(chapter)
     grid = [dict(p) for p in grid]
@@ -454,6 +493,10 @@ def run_sweep(
         workers = max(1, len(gpus))
     if workers < 1:
         raise ParameterError(f"workers={workers} must be >= 1")
+    try:
+        writable_folder(out, "the sweep's folder")
+    except ValueError as error:
+        raise ParameterError(f"{error}; give another with --out") from None
     notebook = read_notebook(source)
     notebook.metadata["ntaylor_source"] = str(source)
     text = json.dumps(notebook)
@@ -490,6 +533,10 @@ def run_sweep(
             bar.update(1)
             # The table so far, the other points "pending": a long sweep can be read while it runs.
             write_table([rows.get(p.index) or _row(p, "pending", "", 0.0, False, {}) for p in points], out, meta)
+    except KeyboardInterrupt:
+        done = sum(1 for r in rows.values() if r["status"] == "ok")
+        raise SweepInterrupted(f"interrupted: {done} of {len(points)} points done and kept in {out} (table: "
+                               f"{out / 'sweep.csv'}); the same command runs the rest") from None
     finally:
         bar.close()
     table = [rows[p.index] for p in points]

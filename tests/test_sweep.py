@@ -150,6 +150,27 @@ def test_rerun_skips_done_points_and_retries_failed(tiny, local_sweep):
         assert new["reused"] is (old["status"] == "ok" and old is not first[1])
 
 
+def test_a_point_cut_off_before_its_last_cell_is_not_done(tiny, tmp_path):
+    """Ctrl-C can leave a notebook that papermill closed as complete (end time, no exception) with
+    cells that never ran: the point counts as done only when every code cell executed."""
+    out = tmp_path / "cut"
+    grid = parse_grid([("x", "7"), ("y", "3")])
+    first = run_sweep(tiny, grid, out_dir=out, workers=1, progress=False)
+    assert first[0]["status"] == "ok" and first[0]["product"] == 21
+    path = Path(first[0]["notebook"])
+    notebook = nbformat.read(path, as_version=4)
+    last = notebook.cells[-1]
+    last.execution_count, last.outputs = None, []
+    nbformat.write(notebook, path)
+    assert nbformat.read(path, as_version=4).metadata["papermill"]["end_time"]
+    before = _runs(tiny.parent).count("7 3")
+    again = run_sweep(tiny, grid, out_dir=out, workers=1, progress=False)
+    assert _runs(tiny.parent).count("7 3") == before + 1  # it ran again
+    assert again[0]["status"] == "ok" and again[0]["product"] == 21 and again[0]["reused"] is False
+    third = run_sweep(tiny, grid, out_dir=out, workers=1, progress=False)
+    assert third[0]["reused"] is True and _runs(tiny.parent).count("7 3") == before + 1
+
+
 def test_dask_cluster_gives_the_same_table(tiny, local_sweep):
     distributed = pytest.importorskip("distributed")
     _, _, _, local_out = local_sweep

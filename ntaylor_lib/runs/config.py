@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from .data import cifar10_missing_message, cifar10_ready
-from .profiles import DATASETS, OPTIMIZERS, TASKS, ParameterError
+from .data import TEST_IMAGES, TRAIN_IMAGES, cifar10_missing_message, cifar10_ready
+from .profiles import DATASETS, LARGEST_RATE, LARGEST_SEED, OPTIMIZERS, TASKS, ParameterError
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,15 @@ class RunConfig:
             (self.task in TASKS, f"task={self.task!r} is not one of {', '.join(TASKS)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
             (self.dataset in DATASETS, f"dataset={self.dataset!r} is not one of {', '.join(DATASETS)}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"learning rate {self.lr!r} must be > 0"),
+            (0 < self.lr <= LARGEST_RATE, f"learning rate {self.lr!r} must be > 0 and at most {LARGEST_RATE:.4g}"),
             (self.epochs >= 1, f"epochs={self.epochs!r} must be >= 1"),
             (self.batch_size >= 1, f"batch_size={self.batch_size!r} must be >= 1"),
             (self.train_size >= 0, "train_size must be >= 0"),
+            (self.dataset not in TRAIN_IMAGES or self.train_size <= TRAIN_IMAGES[self.dataset],
+             f"train_size={self.train_size} exceeds the {TRAIN_IMAGES.get(self.dataset)} training images of "
+             f"{self.dataset}"),
+            (1 <= self.eval_size <= TEST_IMAGES, f"eval_size={self.eval_size} must be in 1..{TEST_IMAGES}"),
+            (0 <= self.seed <= LARGEST_SEED, f"seed={self.seed} must be in 0..{LARGEST_SEED}"),
             (self.device in ("cpu", "cuda"), f"device={self.device!r} is not one of cpu, cuda"),
         ]
         for ok, message in checks:

@@ -18,11 +18,17 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from .data import TEST_IMAGES, TRAIN_IMAGES
+
 TASKS = ("autoencoder", "convnet")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 DATASETS = ("mnist", "cifar10")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SOURCES = ("fixed", "tuned")
+#: The parameters are float32: a larger learning rate overflows the step itself.
+LARGEST_RATE = 3.4028234663852886e38
+#: Seeds are C long longs in torch's generators.
+LARGEST_SEED = 2**63 - 1
 
 
 class ParameterError(ValueError):
@@ -285,24 +291,37 @@ def _check(params: Mapping[str, Any]) -> None:
             raise ParameterError(message)
 
     for key, value in params.items():
+        if isinstance(value, float):  # no parameter takes an infinity or a NaN (box scales are lists)
+            need(math.isfinite(value), f"{key}={value!r} must be a finite number")
         if key.startswith("lr_") and key != "lr_source":
-            need(value > 0, f"learning rate {key}={value!r} must be > 0")
+            need(0 < value <= LARGEST_RATE,
+                 f"learning rate {key}={value!r} must be > 0 and at most {LARGEST_RATE:.4g} (float32's largest)")
         if key.startswith("batch_"):
             need(value >= 1, f"batch size {key}={value!r} must be >= 1")
+    need(0 <= params["seed"] <= LARGEST_SEED, f"seed={params['seed']!r} must be in 0..{LARGEST_SEED}")
     need(params["epochs"] >= 1, f"epochs={params['epochs']!r} must be >= 1")
-    need(params["train_size"] >= 0, "train_size must be >= 0 (0 = the whole training set)")
-    need(params["eval_size"] >= 1, "eval_size must be >= 1")
-    need(params["probe_size"] >= 1, "probe_size must be >= 1")
-    need(params["convnet_width"] >= 1, "convnet_width must be >= 1")
     need(
         params["convnet_dataset"] in DATASETS,
         f"convnet_dataset={params['convnet_dataset']!r} is not one of {', '.join(DATASETS)}",
     )
+    # the data sets' sizes bound the subsets: a larger request would be cut without a word
+    train_images = min(TRAIN_IMAGES["mnist"], TRAIN_IMAGES[params["convnet_dataset"]])
+    for key in ("train_size", "tuning_train_size"):
+        need(0 <= params[key] <= train_images,
+             f"{key}={params[key]!r} must be in 0..{train_images} (the training images; 0 = all of them)")
+    need(1 <= params["eval_size"] <= TEST_IMAGES, f"eval_size={params['eval_size']!r} must be in 1..{TEST_IMAGES}")
+    used = params["train_size"] or train_images
+    need(params["eval_size"] <= used, f"eval_size={params['eval_size']!r} exceeds the {used} training images used")
+    need(1 <= params["probe_size"] <= used,
+         f"probe_size={params['probe_size']!r} must be in 1..{used} (the training images used)")
+    need(params["convnet_width"] >= 1, "convnet_width must be >= 1")
     need(params["device"] in DEVICES, f"device={params['device']!r} is not one of {', '.join(DEVICES)}")
     need(0 <= params["rmsprop_decay"] < 1, "rmsprop_decay must be in [0, 1)")
-    need(0 <= params["adam_beta1"] < 1 and 0 <= params["adam_beta2"] < 1, "adam betas must be in [0, 1)")
-    need(params["rmsprop_eps"] >= 0 and params["adam_eps"] >= 0, "epsilons must be >= 0")
-    need(params["sgd_momentum"] >= 0, "sgd_momentum must be >= 0")
+    for key in ("adam_beta1", "adam_beta2"):
+        need(0 <= params[key] < 1, f"{key}={params[key]!r} must be in [0, 1)")
+    for key in ("rmsprop_eps", "adam_eps"):
+        need(params[key] >= 0, f"{key}={params[key]!r} must be >= 0")
+    need(0 <= params["sgd_momentum"] < 1, "sgd_momentum must be in [0, 1)")
     need(params["shatter_depth"] >= 1 and params["shatter_width"] >= 1, "shatter_depth and shatter_width must be >= 1")
     need(params["shatter_points"] >= 3, "shatter_points must be >= 3")
     need(params["config_round_stride"] >= 0, "config_round_stride must be >= 0 (0 = epoch ends only)")
@@ -317,6 +336,7 @@ def _check(params: Mapping[str, Any]) -> None:
     need(params["taylor_ae_layer"] in (1, 2, 3, 4, 5),
          "taylor_ae_layer must be one of 1..5 (the output layer's H is too large)")
     need(0 < params["taylor_ce_tol"] < 1, "taylor_ce_tol must be in (0, 1)")
+    need(params["volume_values"] <= 10_000, "volume_values must be at most 10000")
     for key in ("taylor_replay_stride", "taylor_replay_samples", "taylor_replay_iter"):
         need(params[key] >= 1, f"{key} must be >= 1")
     need(all(layer in (1, 2, 3, 4, 5) for layer in params["taylor_replay_layers"]),
@@ -325,7 +345,8 @@ def _check(params: Mapping[str, Any]) -> None:
         need(len(params[key]) >= 1, f"{key} needs at least one box scale, like '1,2,4,inf'")
         need(all(b > 0 for b in params[key]), f"{key}: every box scale must be > 0 (inf: unconstrained)")
     rates = params["exploration_sgd_rates"]
-    need(all(math.isfinite(r) and r > 0 for r in rates), "exploration_sgd_rates must all be finite and > 0")
+    need(all(0 < r <= LARGEST_RATE for r in rates),
+         f"exploration_sgd_rates must all be finite, > 0 and at most {LARGEST_RATE:.4g}")
     need(params["lr_source"] in LR_SOURCES, f"lr_source={params['lr_source']!r} is not one of {', '.join(LR_SOURCES)}")
     need(params["tuning_epochs"] >= 1, "tuning_epochs must be >= 1")
     need(params["tuning_train_size"] >= 0, "tuning_train_size must be >= 0 (0 = the whole training set)")
@@ -333,7 +354,8 @@ def _check(params: Mapping[str, Any]) -> None:
         key = f"tuning_rates_{opt}"
         rates = params[key]
         need(len(rates) >= 1, f"{key} needs at least one rate, like '0.0003,0.001,0.003'")
-        need(all(math.isfinite(r) and r > 0 for r in rates), f"{key}: every rate must be finite and > 0")
+        need(all(0 < r <= LARGEST_RATE for r in rates), f"{key}: every rate must be finite, > 0 and at most "
+                                                         f"{LARGEST_RATE:.4g}")
         need(len(set(rates)) == len(rates), f"{key} lists a rate twice")
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..notebooks import front_matter, is_notebook
-from ..runs.files import ROOT
-from ..runs.profiles import Profile
+from ..runs.files import ROOT, writable_folder
+from ..runs.profiles import ParameterError, Profile
 
 # Cells that the page need not show: papermill's parameter cells (the set-up cell shows them).
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
@@ -127,34 +127,62 @@ def build_html(stage: Path, out: Path) -> int:
     return subprocess.run(command).returncode
 
 
+class BookInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the book builds: what was kept, and how to go on, in one line."""
+
+
+def notebook_chapters(root: Path = ROOT) -> list[str]:
+    """The chapters of ``_toc.yml`` that are notebooks (executed with papermill), as ``book/<stem>``."""
+    return [f for f in toc_files(root) if is_notebook(root / f"{f}.md")]
+
+
+def check_only(only: Sequence[str], root: Path = ROOT) -> None:
+    """Raise :class:`ParameterError` for a name given to ``--only`` that is no chapter, listing the chapters."""
+    stems = [Path(n).name for n in notebook_chapters(root)]
+    unknown = [name for name in only if name not in stems]
+    if unknown:
+        raise ParameterError(f"--only {', '.join(unknown)}: no such chapter; the chapters are {', '.join(stems)}")
+
+
 def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> int:
     """Execute the chapters at the profile ``params`` and build the HTML.
 
     Args:
         params: the validated profile (checked before any chapter runs); its overrides are
             passed to every chapter as its ``overrides`` parameter.
-        only: execute only these chapters (file stems); the others reuse their last execution.
-        html: build the HTML after executing.
+        only: execute only these chapters (file stems; checked against the table of contents);
+            the others keep their last execution, and the summary pages that read them are
+            executed again when they have been before.
+        html: build the HTML after executing (every chapter must have been executed once).
 
     Returns:
         0 on success; 1 when a chapter fails (its name and error are printed, and the
-        chapters executed before it are kept).
+        chapters executed before it are kept), or when the HTML needs chapters never executed.
+
+    Raises:
+        ParameterError: an unknown chapter in ``only``, or a build folder that cannot be written.
+        BookInterrupted: Ctrl-C; the chapters executed so far are kept.
     """
     import papermill
 
+    check_only(only)
     out = output_root()
     build = out / "_build"
+    try:
+        writable_folder(build, "the build folder")
+    except ValueError as error:
+        raise ParameterError(f"{error}; set NTAYLOR_BUILD to another") from None
     executed = build / "executed"
-    files = toc_files()
-    notebooks = [f for f in files if is_notebook(ROOT / f"{f}.md")]
+    notebooks = notebook_chapters()
     # list values as lists: papermill injects them as literals and records them as JSON
     overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in params.overrides.items()}
     parameters = {"profile": params.name, "overrides": overrides}
     timings = {}
     for name in execution_order(notebooks):
-        stem = Path(name).name
-        summary_stale = bool(timings) and executes_last(ROOT / f"{name}.md")  # a chapter it reads just ran
-        if only and stem not in only and (executed / f"{name}.ipynb").is_file() and not summary_stale:
+        stem, done = Path(name).name, (executed / f"{name}.ipynb").is_file()
+        # a summary page executed before reads the chapters that just ran: refresh it
+        summary_stale = bool(timings) and done and executes_last(ROOT / f"{name}.md")
+        if only and stem not in only and not summary_stale:
             continue
         print(f"[book] executing {name} at profile {params.name} ...", flush=True)
         try:
@@ -163,10 +191,16 @@ def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> 
             print(f"[book] chapter {name} failed: {error.ename}: {error.evalue}", file=sys.stderr)
             print(f"[book] its partial output is in {executed / name}.ipynb", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            kept = ", ".join(Path(n).name for n in timings) or "no chapter"
+            raise BookInterrupted(f"interrupted in {name}: {kept} executed and kept in {executed}; runs the store "
+                                  "finished are kept and a run cut off resumes from its last epoch: the same "
+                                  f"command (or --only {stem} ...) goes on") from None
         print(f"[book] {name} done in {timings[name]:.1f} s", flush=True)
     missing = [n for n in notebooks if not (executed / f"{n}.ipynb").is_file()]
-    if missing:
-        print(f"[book] not executed yet: {', '.join(missing)}", file=sys.stderr)
+    if missing and html:
+        print(f"[book] not executed yet: {', '.join(missing)}; build the whole book once (without --only), "
+              "or add them to --only", file=sys.stderr)
         return 1
     (executed / "timings.json").write_text(json.dumps({"profile": params.name, "seconds": timings}, indent=2))
     if not html:
