@@ -55,3 +55,69 @@ def test_box_quadratic_with_unseen_weights_and_one_point_boxes_matches_bvls(monk
                            tol=1e-14).x
     expected = float(np.sum((a[:, free] @ reference - (b - a[:, point] @ lo[point])) ** 2) / m)
     np.testing.assert_allclose(value, expected, rtol=1e-9)
+
+
+def test_the_unconstrained_optimum_keeps_real_directions():
+    """A direction with eigenvalue 1e-12 of the largest is real: dropping it (the pseudo-inverse cut
+    off at 1e-12 of the largest, times the size) stopped at 1/2, above the minimum 1/6 at (0.5, 1e6)."""
+    a, c = np.array([[1.0, 0], [0, 1e-6], [1, 0]]), np.array([0.0, 1, 1])
+    problem = solver.QuadraticProblem(a.T @ a, a.T @ c, float(c @ c), 3.0)
+    v, value = solver.solve_quadratic(problem, (np.array([-1.0, -1]), np.array([1.0, 2e6])))
+    assert value == pytest.approx(1 / 6, rel=1e-10) and v == pytest.approx([0.5, 1e6], rel=1e-10)
+    v, value = solver.solve_quadratic(problem, None)
+    assert value == pytest.approx(1 / 6, rel=1e-10)
+
+
+def _structured(p: int, condition: float, seed: int):
+    """Statistics ``H = A^T A`` known exactly in float64 at any condition: ``A`` scales the columns of
+    a permutation by singular values spread over ``condition``, and the data ``c`` has a part outside
+    ``A``'s range (a positive minimum)."""
+    rng = np.random.default_rng(seed)
+    sv = np.geomspace(1.0, 1.0 / np.sqrt(condition), p) * 2.0 ** rng.integers(-3, 4)
+    perm = rng.permutation(p)
+    a = np.zeros((p + 5, p))
+    a[perm, np.arange(p)] = sv
+    c = rng.normal(size=p + 5)
+    return a, c, solver.QuadraticProblem(a.T @ a, a.T @ c, float(c @ c), float(p + 5))
+
+
+@pytest.mark.parametrize("condition", [1e4, 1e8, 1e11, 1e12, 1e13, 1e14])
+def test_unconstrained_and_boxed_optima_agree_with_least_squares_up_to_condition_1e14(condition):
+    """On float64 statistics, the unconstrained optimum's value equals numpy.linalg.lstsq's on the same
+    statistics, and a boxed one BVLS's on a factor, to 1e-10 relative, at eigenvalue ratios down to 1e-14."""
+    a, c, problem = _structured(30, condition, seed=int(np.log10(condition)))
+    reference = np.linalg.lstsq(problem.h, problem.g, rcond=None)[0]
+    _, value = solver.solve_quadratic(problem, None)
+    assert value == pytest.approx(problem.value(reference), rel=1e-10)
+    exact = np.linalg.lstsq(a, c, rcond=None)[0]
+    lo, hi = exact - 0.3 * np.abs(exact) - 0.1, exact + 0.3 * np.abs(exact) + 0.1
+    lo[::4], hi[::4] = exact[::4] + 0.1, exact[::4] + 1.0  # a quarter of the weights held at a bound
+    v, value = solver.solve_quadratic(problem, (lo, hi))
+    bounded = lsq_linear(a, c, bounds=(lo, hi), method="bvls", tol=1e-15).x
+    assert value == pytest.approx(float(np.sum((a @ bounded - c) ** 2) / problem.m), rel=1e-10)
+    assert solver.kkt_violation(problem.h, problem.g, v, (lo, hi)) <= solver.KKT_TOLERANCE
+
+
+@pytest.mark.parametrize("condition", [1e2, 1e5, 1e8])
+def test_dense_statistics_agree_with_least_squares_on_the_factor(condition):
+    """Dense rotations: the optimum from the statistics equals lstsq on the factor itself to 1e-10 relative
+    (beyond about 1e8 the statistics, not the solver, limit the agreement: forming ``A^T A`` in float64
+    squares the condition number)."""
+    rng = np.random.default_rng(int(np.log10(condition)))
+    n, p = 200, 25
+    u, _ = np.linalg.qr(rng.normal(size=(n, p)))
+    w, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    a = (u * np.geomspace(1.0, 1.0 / np.sqrt(condition), p)) @ w.T
+    c = rng.normal(size=n)
+    problem = solver.QuadraticProblem(a.T @ a, a.T @ c, float(c @ c), float(n))
+    exact = np.linalg.lstsq(a, c, rcond=None)[0]
+    _, value = solver.solve_quadratic(problem, None)
+    assert value == pytest.approx(float(np.sum((a @ exact - c) ** 2) / n), rel=1e-10)
+
+
+def test_kkt_violation_sees_a_point_that_is_not_optimal():
+    h, g = np.diag([2.0, 1.0]), np.array([1.0, 1.0])
+    box = (np.array([0.0, 0.0]), np.array([1.0, 0.5]))
+    assert solver.kkt_violation(h, g, np.array([0.5, 0.5]), box) == 0.0  # free optimum in x, upper bound in y
+    assert solver.kkt_violation(h, g, np.array([0.5, 0.0]), box) > 0.1  # at the lower bound, pulled upwards
+    assert solver.kkt_violation(h, g, np.array([0.2, 0.5]), box) > 0.1  # free but not stationary
