@@ -320,8 +320,10 @@ def tuning_runs(params: Mapping[str, Any]) -> dict[str, int]:
 def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], convnet_input: str) -> dict[str, Any]:
     """Wall time of every run the book trains at the profile, from the per-epoch and per-horizon measurements."""
     from ntaylor_lib.paper.experiments import MAIN_OPTIMIZERS
+    from ntaylor_lib.taylor.recorders.base import horizon_epochs
 
     epochs = int(params["epochs"])
+    schedule = horizon_epochs(params["taylor_horizons"], epochs)
     n_main, n_expl = len(MAIN_OPTIMIZERS), len(params["exploration_sgd_rates"])
     tuning = tuning_runs(params)
     tuning_epochs = int(params.get("tuning_epochs", 0))
@@ -330,7 +332,9 @@ def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], c
         case = cases[key]
         t = case["epoch_s"]
         s1 = case["solve_s_per_horizon"]
-        horizons = epochs if case["solve_growth"] == "constant" else epochs * (epochs + 1) / 2
+        # in first-horizon solves: an MSE horizon costs the same as the first, a cross-entropy
+        # horizon at epoch e solves over e epochs of recorded samples
+        horizons = len(schedule) if case["solve_growth"] == "constant" else sum(schedule)
         solve = None if s1 is None else s1 * horizons
         complete &= solve is not None
         share = 1.0
@@ -348,11 +352,13 @@ def projection(params: Mapping[str, Any], cases: Mapping[str, dict[str, Any]], c
     formula = (
         "T = sum over tasks of [ n_main * (E * t_all + S) + n_explore * E * t_explore "
         "+ n_tune * E_tune * t_bare * f_tune ], "
-        "S = s_1 * E (MSE: fixed-size statistics, every horizon costs the same) or s_1 * E (E + 1) / 2 "
-        "(cross-entropy: horizon e solves over e epochs of recorded samples)"
+        "S = s_1 * |H| (MSE: fixed-size statistics, every horizon costs the same) or s_1 * sum of H "
+        "(cross-entropy: the horizon at epoch e solves over e epochs of recorded samples), "
+        "H the epochs of the taylor_horizons schedule"
     )
     return {
-        "formula": formula, "epochs": epochs, "convnet_input": convnet_input, "per_task": per_task,
+        "formula": formula, "epochs": epochs, "horizon_epochs": schedule, "convnet_input": convnet_input,
+        "per_task": per_task,
         "total_s": total, "total_h": total / 3600, "complete": complete,
         "tuning": {"runs_per_task": tuning, "epochs": tuning_epochs, "train_size": params.get("tuning_train_size")},
         "left_out": "epoch-0 evaluations, Figure 2's replay of a few rounds, Figure 1, the chapters' own analysis, "

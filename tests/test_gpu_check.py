@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,10 +126,13 @@ def test_gpu_check_tiny_on_cpu_without_the_book_packages(bundle, tmp_path):
     # The projection is the stated formula applied to the cases, recomputed here independently.
     projection = result["projection"]["paper"]
     epochs, n_runs = projection["epochs"], 3
+    # the paper profile's log:12 schedule: 12 epochs spaced geometrically from the first to the last, rounded
+    schedule = sorted({int(e) for e in np.rint(np.geomspace(1, epochs, 12))} | {1, epochs})
+    assert projection["horizon_epochs"] == schedule and len(schedule) < epochs
     expected = 0.0
     for task, key in (("autoencoder", "autoencoder/mnist"), ("convnet", "convnet/cifar10")):
         case, row = result["cases"][key], projection["per_task"][task]
-        horizons = epochs if task == "autoencoder" else epochs * (epochs + 1) / 2
+        horizons = len(schedule) if task == "autoencoder" else sum(schedule)  # a CE horizon e costs e first ones
         solve = n_runs * case["solve_s_per_horizon"] * horizons
         train = n_runs * epochs * case["epoch_s"]["all"] + row["exploration_runs"] * epochs * case["epoch_s"]["explore"]
         assert row["solve_s"] == pytest.approx(solve) and row["training_s"] == pytest.approx(train)

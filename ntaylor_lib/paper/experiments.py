@@ -58,7 +58,8 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
             count = params["taylor_input_neurons"] if l == 1 else params["taylor_neurons"]
             if count:
                 groups.append(Group(l, spread(int(count), sizes[l]), False))
-        return [MSEStatsRecorder(groups, boxes, input_stride=params["taylor_input_stride"], solve_at_end=solve_at_end)]
+        return [MSEStatsRecorder(groups, boxes, input_stride=params["taylor_input_stride"], solve_at_end=solve_at_end,
+                                 horizons=params["taylor_horizons"])]
     if task == "convnet":
         width, hidden, classes = int(params["convnet_width"]), 192, 10
         groups = [Group(1, list(range(width)), True)]
@@ -71,14 +72,16 @@ def taylor_recorders(task: str, params: Mapping[str, Any], solve_at_end: bool = 
         box_ce = params["taylor_box_scales_ce"]
         recorders: list[TaylorRecorder] = [
             CEFactorRecorder(groups, stride=params["taylor_round_stride"], samples=params["taylor_samples"],
-                             box_scales=box_ce, solve_at_end=solve_at_end, tol=float(params["taylor_ce_tol"]))]
+                             box_scales=box_ce, solve_at_end=solve_at_end, tol=float(params["taylor_ce_tol"]),
+                             horizons=params["taylor_horizons"])]
         replayed = params["taylor_replay_layers"]
         if replayed:
             sizes = {1: width, 2: width, 3: width, 4: hidden, 5: classes}
             recorders.append(CEReplayRecorder(
                 [Group(l, list(range(sizes[l])), True) for l in replayed], stride=params["taylor_replay_stride"],
                 samples=params["taylor_replay_samples"], box_scales=box_ce, solve_at_end=solve_at_end,
-                tol=float(params["taylor_ce_tol"]), max_iter=params["taylor_replay_iter"]))
+                tol=float(params["taylor_ce_tol"]), max_iter=params["taylor_replay_iter"],
+                horizons=params["taylor_horizons"]))
         return recorders
     raise ParameterError(f"task={task!r} is not one of {', '.join(TASKS)}")
 

@@ -80,6 +80,9 @@ _COMMON: dict[str, Any] = {
     "taylor_samples": 32,
     "taylor_box_scales": (1.0, 2.0, 4.0, math.inf),
     "taylor_box_scales_ce": (1.0,),
+    # Horizons at which the Taylor optima are solved: "every" epoch end, or "log:K", K epoch
+    # ends spaced geometrically from the first to the last (what a log-log slope wants).
+    "taylor_horizons": "every",
     # L-BFGS stopping tolerance of the cross-entropy optimum (relative decrease per step).
     "taylor_ce_tol": 1e-10,
     # Whole convnet layers replayed from weight snapshots (ntaylor_lib.taylor.recorders.ce_replay): which
@@ -184,6 +187,9 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "taylor_samples": 8,
         "taylor_box_scales_ce": (1.0, 2.0, 4.0, math.inf),
         "taylor_box_scales": (1.0, 2.0, 4.0, math.inf),
+        # 12 horizons over 100 epochs: a cross-entropy horizon solves over every recorded
+        # sample up to it, so 100 of them would cost about 5050 first-horizon solves
+        "taylor_horizons": "log:12",
         # 100 epochs of 390 rounds: a snapshot every 200th (195 rounds of 64 examples).
         "taylor_replay_stride": 200,
         "taylor_replay_samples": 64,
@@ -247,6 +253,17 @@ class Profile(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """The parameters as plain JSON-ready values (lists for tuples)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
+
+
+def parse_horizon_schedule(text: str) -> int | None:
+    """``"every"`` as ``None``, ``"log:K"`` as ``K`` (at least 1); anything else a :class:`ParameterError`."""
+    text = str(text).strip()
+    if text == "every":
+        return None
+    head, _, count = text.partition(":")
+    if head == "log" and count.strip().isdigit() and int(count) >= 1:
+        return int(count)
+    raise ParameterError(f"taylor_horizons={text!r} must be 'every' or 'log:K' with K >= 1, like 'log:12'")
 
 
 def _coerce_scalar(key: str, value: Any, kind: type, like: Any) -> Any:
@@ -336,6 +353,7 @@ def _check(params: Mapping[str, Any]) -> None:
     need(params["taylor_ae_layer"] in (1, 2, 3, 4, 5),
          "taylor_ae_layer must be one of 1..5 (the output layer's H is too large)")
     need(0 < params["taylor_ce_tol"] < 1, "taylor_ce_tol must be in (0, 1)")
+    parse_horizon_schedule(params["taylor_horizons"])
     need(params["volume_values"] <= 10_000, "volume_values must be at most 10000")
     for key in ("taylor_replay_stride", "taylor_replay_samples", "taylor_replay_iter"):
         need(params[key] >= 1, f"{key} must be >= 1")

@@ -38,6 +38,8 @@ def regret_table(round_loss: np.ndarray, arrays: Mapping[str, np.ndarray]) -> li
     cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(round_loss, dtype=np.float64))])
     rows = []
     horizons = arrays["horizons"]
+    # the epoch each horizon ends (arrays of a schedule name them; otherwise every epoch is one)
+    epochs = arrays["horizon_epoch"] if "horizon_epoch" in arrays else np.arange(1, len(horizons) + 1)
     for s, label in enumerate(arrays["labels"]):
         for b, box in enumerate(arrays["box_scales"]):
             for e, n in enumerate(horizons):
@@ -49,7 +51,8 @@ def regret_table(round_loss: np.ndarray, arrays: Mapping[str, np.ndarray]) -> li
                 rec = float(arrays["recorded_loss"][s, e])
                 row = {
                     "scale": str(label), "layer": int(arrays["layer"][s]), "neuron": int(arrays["neuron"][s]),
-                    "box_scale": float(box), "epoch": e + 1, "N": n, "samples_used": int(arrays["samples_used"][s, e]),
+                    "box_scale": float(box), "epoch": int(epochs[e]), "N": n,
+                    "samples_used": int(arrays["samples_used"][s, e]),
                     "cum_loss": cum, "n_to": n * to, "regret": cum - n * to, "regret_recorded": n * (rec - to),
                     "avg_loss": cum / n, "taylor_optimum": to,
                 }

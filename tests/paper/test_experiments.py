@@ -15,9 +15,12 @@ from tests.interrupt import Interrupt
 @pytest.mark.parametrize("task", ["autoencoder", "convnet"])
 def test_a_standard_run_interrupted_mid_epoch_resumes_to_identical_arrays(mnist_root, tmp_path, task):
     """Every recorder's state (Taylor statistics and factors, replay snapshots, configurations, signed
-    gradients) travels in the checkpoint, which holds tensors and plain containers only."""
-    params = get_profile("smoke", {"epochs": 2, "train_size": 512, "eval_size": 64, "probe_size": 16,
-                                   "convnet_width": 4, "taylor_round_stride": 3, "taylor_replay_stride": 3})
+    gradients, the horizons of a schedule) travels in the checkpoint, which holds tensors and plain
+    containers only."""
+    # three epochs with horizons at the first and the last: the interruption falls between them
+    params = get_profile("smoke", {"epochs": 3, "train_size": 512, "eval_size": 64, "probe_size": 16,
+                                   "convnet_width": 4, "taylor_round_stride": 3, "taylor_replay_stride": 3,
+                                   "taylor_horizons": "log:2"})
     config = experiment_config(params, task, "adam")
 
     def recorders(stop=None):
@@ -31,6 +34,9 @@ def test_a_standard_run_interrupted_mid_epoch_resumes_to_identical_arrays(mnist_
     assert (store.run_dir(run_key(config, recorders())) / "checkpoint.pt").is_file()
     resumed = store.get(config, recorders=recorders(), progress=False)
     assert resumed.manifest["resumed_from_epoch"] == 1
+    for name in ("taylor_mse", "taylor_ce", "taylor_replay"):
+        if f"{name}/horizon_epoch" in whole.arrays:
+            assert list(whole.arrays[f"{name}/horizon_epoch"]) == [1, 3]
     assert sorted(resumed.arrays) == sorted(whole.arrays)
     for name, value in whole.arrays.items():
         if name != "epoch_time":

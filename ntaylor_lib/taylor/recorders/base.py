@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...runs.models import ReluNet
+from ...runs.profiles import parse_horizon_schedule
 from ...runs.recorder import Recorder
 from ..jacobians import layer_matrix
 from ..solver import iterate_box
@@ -44,6 +45,20 @@ class Group:
         return [f"layer{self.layer}/neuron{a}" for a in self.neurons]
 
 
+def horizon_epochs(schedule: str, epochs: int) -> list[int]:
+    """The epochs whose ends are horizons: all of them (``"every"``), or for ``"log:K"`` K epoch ends
+    spaced geometrically from the first to the last, both always included, duplicates dropped.
+
+    >>> horizon_epochs("log:4", 100)
+    [1, 5, 22, 100]
+    """
+    count = parse_horizon_schedule(schedule)
+    if count is None or count >= epochs:
+        return list(range(1, epochs + 1))
+    points = np.rint(np.geomspace(1, epochs, max(count, 2))).astype(int).tolist()
+    return sorted({1, epochs, *points})
+
+
 def spread(count: int, available: int) -> list[int]:
     """``count`` neuron indices spread evenly over ``0..available-1`` (all when ``count >= available``)."""
     if count >= available:
@@ -58,13 +73,17 @@ class TaylorRecorder(Recorder):
     #: attributes holding one entry per group, in group order (:meth:`for_group` cuts them)
     per_group: tuple[str, ...] = ("lower", "upper")
 
-    def __init__(self, groups: Sequence[Group], box_scales: Sequence[float] = (1.0,), solve_at_end: bool = True):
+    def __init__(self, groups: Sequence[Group], box_scales: Sequence[float] = (1.0,), solve_at_end: bool = True,
+                 horizons: str = "every"):
         self.groups = list(groups)
         self.box_scales = [float(b) for b in box_scales]
         self.solve_at_end = solve_at_end
+        self.schedule = horizons
+        parse_horizon_schedule(horizons)  # a bad schedule fails here, not after training
         self.lower: list[torch.Tensor | None] = [None] * len(self.groups)
         self.upper: list[torch.Tensor | None] = [None] * len(self.groups)
-        self.horizons: list[int] = []
+        self.horizons: list[int] = []  # rounds completed at each horizon
+        self.horizon_epoch: list[int] = []  # the epoch each horizon ends
         self.rounds = 0
         self.result: dict[str, np.ndarray] = {}
 
@@ -86,10 +105,12 @@ class TaylorRecorder(Recorder):
         return {
             "groups": [[g.layer, g.neurons, g.joint] for g in self.groups],
             "box_scales": [str(b) for b in self.box_scales],
+            "horizons": self.schedule,
         }
 
     def setup(self, model: ReluNet, data: Any, config: Any) -> None:
         self.epochs = config.epochs
+        self.scheduled = set(horizon_epochs(self.schedule, config.epochs))
 
     def _widen_box(self, i: int, lower: torch.Tensor, upper: torch.Tensor) -> None:
         """Grow group ``i``'s iterate box to include ``[lower, upper]`` (``(C, Q)`` float64)."""
@@ -103,9 +124,10 @@ class TaylorRecorder(Recorder):
                 self._widen_box(i, theta, theta)
 
     def on_epoch_end(self, epoch: int, model: ReluNet) -> None:
-        if epoch == 0:
+        if epoch not in self.scheduled:  # (epoch 0, before training, never is)
             return
         self.horizons.append(self.rounds)
+        self.horizon_epoch.append(epoch)
         self._epoch_done()
 
     def on_train_end(self, model: ReluNet, status: str) -> None:
@@ -114,7 +136,7 @@ class TaylorRecorder(Recorder):
             self.solve()
 
     def _epoch_done(self) -> None:
-        """Snapshot whatever the horizon needs."""
+        """Snapshot whatever the horizon needs (called at scheduled horizons only)."""
 
     def boxes(self, i: int, box_scale: float, neuron: int | None = None):
         lo, hi = self.lower[i].cpu().numpy(), self.upper[i].cpu().numpy()
@@ -123,11 +145,13 @@ class TaylorRecorder(Recorder):
         return iterate_box(lo.ravel(), hi.ravel(), box_scale)
 
     def _base_state(self) -> dict[str, Any]:
-        return {"lower": self.lower, "upper": self.upper, "horizons": self.horizons, "rounds": self.rounds}
+        return {"lower": self.lower, "upper": self.upper, "horizons": self.horizons, "rounds": self.rounds,
+                "horizon_epoch": self.horizon_epoch}
 
     def _load_base(self, state: dict[str, Any]) -> None:
         self.lower, self.upper = state["lower"], state["upper"]
         self.horizons, self.rounds = list(state["horizons"]), state["rounds"]
+        self.horizon_epoch = list(state["horizon_epoch"])
 
     def _store(self, optimum: list[np.ndarray], used: list[np.ndarray], loss: list[np.ndarray]) -> None:
         """Keep the solved arrays: one row per scale (a layer, or one neuron)."""
@@ -142,6 +166,7 @@ class TaylorRecorder(Recorder):
             "neuron": np.asarray(neurons, dtype=np.int64),
             "box_scales": np.asarray(self.box_scales, dtype=np.float64),
             "horizons": np.asarray(self.horizons, dtype=np.int64),
+            "horizon_epoch": np.asarray(self.horizon_epoch, dtype=np.int64),
             "optimum": np.stack(optimum),  # (S, B, E)
             "samples_used": np.stack(used),  # (S, E): samples (all rounds used) up to each horizon
             "recorded_loss": np.stack(loss),  # (S, E): mean incurred loss over the rounds used

@@ -35,6 +35,8 @@ class CEFactorRecorder(TaylorRecorder):
         stride: record rounds ``n`` with ``n % stride == 0``.
         samples: samples kept per recorded round (the first of the shuffled minibatch; 0: all).
         box_scales: widening of the iterates' box for the comparator (``inf``: none).
+        horizons: when to solve: ``every`` epoch end, or ``log:K``
+            (:func:`~ntaylor_lib.taylor.recorders.base.horizon_epochs`).
         dtype: storage type of the factors (the solve runs in float64).
     """
 
@@ -42,8 +44,8 @@ class CEFactorRecorder(TaylorRecorder):
     per_group = ("lower", "upper", "rows", "thetas")
 
     def __init__(self, groups, stride: int = 1, samples: int = 0, box_scales=(1.0,), dtype=torch.float32,
-                 solve_at_end=True, tol: float = 1e-10):
-        super().__init__(groups, box_scales, solve_at_end)
+                 solve_at_end=True, tol: float = 1e-10, horizons: str = "every"):
+        super().__init__(groups, box_scales, solve_at_end, horizons)
         self.stride, self.samples, self.dtype, self.tol = int(stride), int(samples), dtype, tol
         self.rows: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.groups]
         self.recorded: list[int] = []

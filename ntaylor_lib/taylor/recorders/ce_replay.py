@@ -98,6 +98,8 @@ class CEReplayRecorder(TaylorRecorder):
         stride: record rounds ``n`` with ``n % stride == 0``.
         samples: examples kept per recorded round (the first of the shuffled minibatch; 0: all).
         box_scales: widening of the iterates' box for the comparator (``inf``: none).
+        horizons: when to solve: ``every`` epoch end, or ``log:K``
+            (:func:`~ntaylor_lib.taylor.recorders.base.horizon_epochs`).
         tol: L-BFGS stopping tolerance (relative decrease per step).
         max_iter: L-BFGS iterations per horizon (warm-started from the previous one).
     """
@@ -105,10 +107,10 @@ class CEReplayRecorder(TaylorRecorder):
     name = "taylor_replay"
 
     def __init__(self, groups: Sequence[Group], stride: int = 1, samples: int = 0, box_scales=(1.0,),
-                 solve_at_end: bool = True, tol: float = 1e-10, max_iter: int = 200):
+                 solve_at_end: bool = True, tol: float = 1e-10, max_iter: int = 200, horizons: str = "every"):
         if not all(g.joint for g in groups):
             raise ValueError("CEReplayRecorder records whole layers: use CEFactorRecorder for neurons")
-        super().__init__(groups, box_scales, solve_at_end)
+        super().__init__(groups, box_scales, solve_at_end, horizons)
         self.stride, self.samples, self.tol, self.max_iter = int(stride), int(samples), tol, int(max_iter)
         self.snapshots: list[torch.Tensor] = []  # flat theta^n per recorded round (float32, cpu)
         self.batches: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = []  # indices, or (x, y)

@@ -50,6 +50,8 @@ class MSEStatsRecorder(TaylorRecorder):
     Args:
         groups: the scales (:class:`Group`); a whole output layer is not supported.
         box_scales: widening of the iterates' box for the comparator (``inf``: none).
+        horizons: when to solve: ``every`` epoch end, or ``log:K``
+            (:func:`~ntaylor_lib.taylor.recorders.base.horizon_epochs`).
         input_stride: rounds between recordings for groups with inputs wider than
             ``factor_width`` (the input layer's neurons); every round otherwise.
         factor_width: ``Q`` above which a group keeps per-sample factors, not statistics.
@@ -63,8 +65,8 @@ class MSEStatsRecorder(TaylorRecorder):
     uses_trace = True  # the training pass's pre-activations and gradients: no forward pass of its own
 
     def __init__(self, groups, box_scales=(1.0,), input_stride: int = 1, factor_width: int = 128, solve_at_end=True,
-                 chunk_rounds: int = 64):
-        super().__init__(groups, box_scales, solve_at_end)
+                 chunk_rounds: int = 64, horizons: str = "every"):
+        super().__init__(groups, box_scales, solve_at_end, horizons)
         self.input_stride, self.factor_width = int(input_stride), int(factor_width)
         self.chunk_rounds = max(1, int(chunk_rounds))
         self.running: list[dict[str, Any]] = [{} for _ in self.groups]
