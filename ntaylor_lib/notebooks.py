@@ -12,6 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+#: Kernel options for executing notebooks: only errors that stop the kernel are logged (its
+#: notices, such as "Kernel is running over TCP without encryption", are not the reader's business;
+#: errors in cells are in the executed notebook).
+QUIET_KERNEL = ["--IPKernelApp.log_level=CRITICAL"]
+
 
 def is_notebook(path: Path) -> bool:
     """A MyST Markdown file is a notebook when its front matter names a kernel."""

@@ -47,6 +47,7 @@ import torch
 
 from ._version import __version__
 from .notebooks import (
+    QUIET_KERNEL,
     first_error,
     glued_values,
     is_notebook,
@@ -291,6 +292,7 @@ def execute_point(point: SweepPoint, source: str, cwd: str | None = None, gpu: s
         papermill.execute_notebook(
             nbformat.reads(source, as_version=4), str(output), parameters=dict(point.notebook_parameters),
             kernel_name="python3", cwd=cwd if cwd and Path(cwd).is_dir() else None, progress_bar=False,
+            extra_arguments=QUIET_KERNEL,
         )
     except papermill.PapermillExecutionError as exc:
         status, error = "failed", f"{exc.ename}: {exc.evalue}"

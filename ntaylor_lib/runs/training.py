@@ -175,7 +175,7 @@ def train(
         total=config.epochs * rounds_per_epoch,
         initial=start_epoch * rounds_per_epoch,
         disable=not progress,
-        desc=f"{config.task}/{config.optimizer} lr={config.lr:g}",
+        desc=f"{config.task}/{config.optimizer} lr={config.lr:g}, {config.epochs} epochs",
         unit="round",
         mininterval=0.5,
     )

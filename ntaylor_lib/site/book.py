@@ -25,9 +25,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..notebooks import front_matter, is_notebook
+from ..notebooks import QUIET_KERNEL, front_matter, is_notebook
 from ..runs.files import ROOT, writable_folder
 from ..runs.profiles import ParameterError, Profile
+from ..runs.progress import ProgressFollower
 
 # Cells that the page need not show: papermill's parameter cells (the set-up cell shows them).
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
@@ -66,7 +67,13 @@ def execution_order(notebooks: Sequence[str], root: Path = ROOT) -> list[str]:
 
 
 def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -> float:
-    """Convert ``source`` with Jupytext and execute it with papermill into ``output``; returns seconds."""
+    """Convert ``source`` with Jupytext and execute it with papermill into ``output``; returns seconds.
+
+    While it executes, the runs it trains and the optima it solves report their progress through
+    a channel file (:class:`~ntaylor_lib.runs.progress.ProgressFollower`), drawn here: a bar on a
+    terminal, a line every half minute in a log. The kernel's own log is kept to its errors that
+    stop it (its notices, such as transport warnings, are not the reader's business).
+    """
     import jupytext
     import nbformat
     import papermill
@@ -76,14 +83,16 @@ def execute_chapter(source: Path, parameters: Mapping[str, Any], output: Path) -
     jupytext.write(jupytext.read(source), notebook)
     started = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=dict(parameters),
-            kernel_name="python3",
-            cwd=str(source.parent),
-            progress_bar=False,
-        )
+        with ProgressFollower(output.with_suffix(".progress"), Path(str(source)).stem):
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=dict(parameters),
+                kernel_name="python3",
+                cwd=str(source.parent),
+                progress_bar=False,
+                extra_arguments=QUIET_KERNEL,
+            )
     finally:
         notebook.unlink(missing_ok=True)
     executed = nbformat.read(output, as_version=4)

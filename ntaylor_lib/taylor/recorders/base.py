@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 
 from ...runs.models import ReluNet
 from ...runs.profiles import parse_horizon_schedule
+from ...runs.progress import progress_bar
 from ...runs.recorder import Recorder
 from ..jacobians import layer_matrix
 from ..solver import iterate_box
@@ -177,3 +179,8 @@ class TaylorRecorder(Recorder):
 
     def solve(self) -> None:
         raise NotImplementedError
+
+    def _solve_bar(self, problems: int) -> Any:
+        """Progress over the solve's ``problems`` (a scale at a horizon in a box, or in every box at once)."""
+        return progress_bar(total=problems, desc=f"solving {self.name} ({len(self.horizons)} horizons)",
+                            unit="problem", disable=not sys.stderr.isatty())

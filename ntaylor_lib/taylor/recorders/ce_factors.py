@@ -110,6 +110,8 @@ class CEFactorRecorder(TaylorRecorder):
         losses = np.asarray(self.recorded_loss)
         mean_loss = np.array([losses[:c].mean() if c else np.nan for c in counts])
         optimum, used, loss = [], [], []
+        scales = sum(1 if g.joint else len(g.neurons) for g in self.groups)
+        bar = self._solve_bar(scales * len(self.horizons) * len(self.box_scales))
         for i, g in enumerate(self.groups):
             for j in [None] if g.joint else range(len(g.neurons)):
                 data = self.problem_data(i, j)
@@ -125,9 +127,11 @@ class CEFactorRecorder(TaylorRecorder):
                         starts = [iterates[p] for p in picks] + ([previous] if previous is not None else [])
                         problem = self.problem(data, c * per_round)
                         previous, values[b, e] = solve_cross_entropy(problem, starts, box, self.tol)
+                        bar.update()
                 optimum.append(values)
                 used.append(counts * per_round)
                 loss.append(mean_loss)
+        bar.close()
         self._store(optimum, used, loss)
 
     def state_dict(self) -> dict[str, Any]:

@@ -157,6 +157,7 @@ class CEReplayRecorder(TaylorRecorder):
         losses = np.asarray(self.recorded_loss)
         mean_loss = np.array([losses[:c].mean() if c else np.nan for c in counts])
         examples = [self._examples(r) for r in range(len(self.recorded))]
+        bar = self._solve_bar(len(self.groups) * len(self.horizons) * len(self.box_scales))
         optimum, used, loss = [], [], []
         for i, g in enumerate(self.groups):
             rounds = [replayed_round(self.template, flat, g.layer, x.double()) for flat, (x, _) in
@@ -175,9 +176,11 @@ class CEReplayRecorder(TaylorRecorder):
                     picks = np.unique(np.linspace(0, c - 1, min(6, c)).round().astype(int))
                     starts = [iterates[p] for p in picks] + ([previous] if previous is not None else [])
                     previous, values[b, e] = solve_cross_entropy(problem, starts, box, self.tol, self.max_iter)
+                    bar.update()
             optimum.append(values)
             used.append(sizes[counts])
             loss.append(mean_loss)
+        bar.close()
         self._store(optimum, used, loss)
 
     def state_dict(self) -> dict[str, Any]:

@@ -344,6 +344,7 @@ class MSEStatsRecorder(TaylorRecorder):
     def solve(self) -> None:
         k = self.output_width
         optimum, used, loss = [], [], []
+        bar = self._solve_bar(sum(1 if g.joint else len(g.neurons) for g in self.groups) * len(self.horizons))
         for i, g in enumerate(self.groups):
             units = 1 if g.joint else len(g.neurons)
             values = np.full((units, len(self.box_scales), len(self.horizons)), np.nan)
@@ -363,9 +364,11 @@ class MSEStatsRecorder(TaylorRecorder):
                     starts = [warm.get((j, b)) for b in range(len(boxes))]
                     for b, (solution, value) in enumerate(solve_quadratic_boxes(problem, boxes, starts)):
                         values[j, b, e], warm[(j, b)] = value, solution
+                    bar.update()
             optimum += list(values)
             used += list(n_used)
             loss += list(mean_loss)
+        bar.close()
         self._store(optimum, used, loss)
 
     def state_dict(self) -> dict[str, Any]:
