@@ -157,7 +157,7 @@ def _command(args: argparse.Namespace) -> int:
         _folder(default_results_root(), "the results root", "set NTAYLOR_RESULTS to another")
         if args.only and "lr_tuning" not in args.only:
             # the tuning chapter will not run first to store the tuned rates: they must be there now
-            for task in TASKS:
+            for task in params["tasks"]:
                 for optimizer in MAIN_OPTIMIZERS:
                     learning_rate(params, task, optimizer)
         if args.repair:

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -36,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..runs.config import resolve_device
-from ..runs.files import atomic_save_json, default_results_root, environment
-from ..runs.profiles import Profile
+from ..runs.files import ROOT, atomic_save_json, default_results_root, environment, json_digest
+from ..runs.profiles import TASKS, Profile
 from ..taylor.regret import REGRET_RESOLUTION
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable"
@@ -175,7 +176,16 @@ def _result(claim: str, holds: bool, numbers: dict[str, Any]) -> ClaimResult:
     return ClaimResult(claim, REPRODUCED if holds else NOT_REPRODUCED, numbers, CLAIMS[claim].rule)
 
 
-def _unmeasurable(claim: str, reason: str, numbers: dict[str, Any] | None = None) -> ClaimResult:
+def scoped(result: ClaimResult, params: Mapping[str, Any]) -> ClaimResult:
+    """``result`` with the tasks it was decided on among its numbers, where the profile runs only some
+    (a verdict over the autoencoder's cells alone says so)."""
+    if set(params["tasks"]) == set(TASKS):
+        return result
+    return dataclasses.replace(result, numbers={**result.numbers, "tasks run": ",".join(params["tasks"])})
+
+
+def unmeasurable(claim: str, reason: str, numbers: dict[str, Any] | None = None) -> ClaimResult:
+    """``claim`` as not measurable at this profile, with the reason (and whatever numbers there are)."""
     return ClaimResult(claim, NOT_MEASURABLE, numbers or {}, CLAIMS[claim].rule, reason)
 
 
@@ -205,7 +215,7 @@ def c1_regret_growth(fits: Sequence[Mapping[str, Any]], tolerance: float = SLOPE
     measured = [f for f in fits if math.isfinite(float(f["slope"]))]
     numbers: dict[str, Any] = {"fits": len(fits), "measured": len(measured), "bound": 0.5 + tolerance}
     if not measured:
-        return _unmeasurable("C1", f"none of the {len(fits)} fits had two horizons with resolved positive regret "
+        return unmeasurable("C1", f"none of the {len(fits)} fits had two horizons with resolved positive regret "
                                    "(regret stayed at or below zero, or no scale was recorded)", numbers)
     slopes = sorted(float(f["slope"]) for f in measured)
     worst = max(measured, key=lambda f: float(f["slope"]))
@@ -221,7 +231,7 @@ def c2_convnet_fits(accuracies: Mapping[str, float], threshold: float = FIT_ACCU
     numbers = {f"{opt} accuracy": float(v) for opt, v in accuracies.items()}
     reason = _missing(accuracies, ("adam", "rmsprop", "sgd"), "final training accuracy")
     if reason:
-        return _unmeasurable("C2", reason, numbers)
+        return unmeasurable("C2", reason, numbers)
     numbers["lowest accuracy"] = min(float(v) for v in accuracies.values())
     return _result("C2", numbers["lowest accuracy"] >= threshold, numbers)
 
@@ -231,7 +241,7 @@ def c3_sgd_worse(losses: Mapping[str, float], margin: float = SGD_MARGIN) -> Cla
     numbers = {f"{opt} loss": float(v) for opt, v in losses.items()}
     reason = _missing(losses, ("adam", "rmsprop", "sgd"), "final training loss")
     if reason:
-        return _unmeasurable("C3", reason, numbers)
+        return unmeasurable("C3", reason, numbers)
     worse_adaptive = max(losses["adam"], losses["rmsprop"])
     numbers["sgd / worse adaptive"] = losses["sgd"] / worse_adaptive if worse_adaptive > 0 else float("inf")
     return _result("C3", losses["sgd"] > margin * worse_adaptive, numbers)
@@ -243,7 +253,7 @@ def c4_taylor_gap(gaps: Mapping[str, float], layer: int | None = None, epoch: in
     numbers.update({k: v for k, v in (("layer", layer), ("epoch", epoch)) if v is not None})
     reason = _missing(gaps, ("adam", "rmsprop", "sgd"), "Taylor gap")
     if reason:
-        return _unmeasurable("C4", reason, numbers)
+        return unmeasurable("C4", reason, numbers)
     return _result("C4", adaptive_below_sgd(gaps), numbers)
 
 
@@ -252,12 +262,12 @@ def _exploration_cells(summary: Mapping[str, Mapping[str, Mapping[str, float]]],
     """The (task, metric) cells to decide, or a not-measurable result when a number is missing."""
     cells = [(task, metric) for task in summary for metric in metrics]
     if not cells:
-        return cells, _unmeasurable(claim, "no exploration summaries at this profile")
+        return cells, unmeasurable(claim, "no exploration summaries at this profile")
     for task, metric in cells:
         values = {label: s[metric] for label, s in summary[task].items() if metric in s}
         reason = _missing(values, needed, f"{metric} on the {task}")
         if reason:
-            return cells, _unmeasurable(claim, reason)
+            return cells, unmeasurable(claim, reason)
     return cells, None
 
 
@@ -270,10 +280,10 @@ def _cell_numbers(held: Mapping[tuple[str, str], bool]) -> dict[str, Any]:
 def c5_rmsprop_explores(summary: Mapping[str, Mapping[str, Mapping[str, float]]], sgd: Sequence[str]) -> ClaimResult:
     """C5 from ``summary[task][run label][metric]`` (``exploration.exploration_summary``); ``sgd``: SGD labels."""
     if not sgd:
-        return _unmeasurable("C5", "no SGD runs at this profile")
-    cells, unmeasurable = _exploration_cells(summary, ("novelty", "switches", "volume"), ["rmsprop", *sgd], "C5")
-    if unmeasurable:
-        return unmeasurable
+        return unmeasurable("C5", "no SGD runs at this profile")
+    cells, missing = _exploration_cells(summary, ("novelty", "switches", "volume"), ["rmsprop", *sgd], "C5")
+    if missing:
+        return missing
     held = {(t, m): all(summary[t]["rmsprop"][m] > summary[t][label][m] for label in sgd) for t, m in cells}
     return _result("C5", all(held.values()), _cell_numbers(held))
 
@@ -281,10 +291,10 @@ def c5_rmsprop_explores(summary: Mapping[str, Mapping[str, Mapping[str, float]]]
 def c6_adam_between(summary: Mapping[str, Mapping[str, Mapping[str, float]]], sgd: Sequence[str]) -> ClaimResult:
     """C6 from ``summary[task][run label][metric]`` (novelty and switches only); ``sgd``: SGD labels."""
     if not sgd:
-        return _unmeasurable("C6", "no SGD runs at this profile")
-    cells, unmeasurable = _exploration_cells(summary, ("novelty", "switches"), ["adam", "rmsprop", *sgd], "C6")
-    if unmeasurable:
-        return unmeasurable
+        return unmeasurable("C6", "no SGD runs at this profile")
+    cells, missing = _exploration_cells(summary, ("novelty", "switches"), ["adam", "rmsprop", *sgd], "C6")
+    if missing:
+        return missing
     held = {(t, m): summary[t]["adam"][m] < summary[t]["rmsprop"][m]
             and all(summary[t]["adam"][m] > summary[t][label][m] for label in sgd) for t, m in cells}
     return _result("C6", all(held.values()), _cell_numbers(held))
@@ -296,10 +306,14 @@ def c7_better_optimum(autoencoder_losses: Mapping[str, float], convnet_accuracie
     numbers = {f"autoencoder {opt} loss": float(v) for opt, v in autoencoder_losses.items()
                if opt in ("rmsprop", "sgd")}
     numbers.update({f"convnet {opt} accuracy": float(v) for opt, v in convnet_accuracies.items()})
-    reason = (_missing(autoencoder_losses, ("rmsprop", "sgd"), "final autoencoder training loss")
-              or _missing(convnet_accuracies, ("adam", "rmsprop", "sgd"), "final convnet training accuracy"))
+    reason_ae = _missing(autoencoder_losses, ("rmsprop", "sgd"), "final autoencoder training loss")
+    reason = reason_ae or _missing(convnet_accuracies, ("adam", "rmsprop", "sgd"), "final convnet training accuracy")
     if reason:
-        return _unmeasurable("C7", reason, numbers)
+        if not reason_ae:  # the autoencoder's half can still be read, though the claim needs both
+            rms, sgd = autoencoder_losses["rmsprop"], autoencoder_losses["sgd"]
+            numbers["autoencoder sgd / rmsprop"] = sgd / rms if rms > 0 else float("inf")
+            numbers["autoencoder half"] = "holds" if sgd > margin * rms else "fails"
+        return unmeasurable("C7", reason, numbers)
     rms, sgd = autoencoder_losses["rmsprop"], autoencoder_losses["sgd"]
     numbers["autoencoder sgd / rmsprop"] = sgd / rms if rms > 0 else float("inf")
     spread = max(convnet_accuracies.values()) - min(convnet_accuracies.values())
@@ -310,19 +324,40 @@ def c7_better_optimum(autoencoder_losses: Mapping[str, float], convnet_accuracie
 # Recording and reading back.
 
 
-def record_path(claim: str, profile: str, root: Path | None = None) -> Path:
-    return Path(root or default_results_root()) / "claims" / profile / f"{claim}.json"
-
-
 def _plain(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Overrides as they read back from a record's JSON (tuples as lists), so the two compare equal."""
     return json.loads(json.dumps(dict(overrides), default=str))
 
 
+def _text(value: Any) -> str:
+    return ",".join(_text(v) for v in value) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
+def setting_label(profile: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """How a setting reads: ``paper`` or ``paper (tasks=autoencoder, device=cpu)``."""
+    shown = ", ".join(f"{k}={_text(v)}" for k, v in sorted(_plain(overrides or {}).items()))
+    return f"{profile} ({shown})" if shown else profile
+
+
+def setting_name(profile: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """The folder of a setting's records: the profile, then each override (``paper+device=cpu+tasks=autoencoder``);
+    a long one ends in a digest instead."""
+    parts = [f"{k}={_text(v)}" for k, v in sorted(_plain(overrides or {}).items())]
+    name = "+".join([profile, *parts])
+    name = "".join(c if c.isalnum() or c in "+=,._-" else "_" for c in name)
+    return name if len(name) <= 100 else f"{profile}+{json_digest(_plain(overrides or {}), 12)}"
+
+
+def record_path(claim: str, profile: str, root: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Path:
+    """``<root>/claims/<setting>/<claim>.json``, the setting being the profile and its overrides."""
+    return Path(root or default_results_root()) / "claims" / setting_name(profile, overrides) / f"{claim}.json"
+
+
 def record(result: ClaimResult, params: Profile, root: Path | None = None) -> Path:
     """Write ``result`` for the profile ``params`` atomically, with the chapter, parameters and provenance.
 
-    Returns the record's path, ``<root>/claims/<profile>/<claim>.json``.
+    Returns the record's path (:func:`record_path`).
     """
     claim = CLAIMS[result.claim]
     payload = {
@@ -333,7 +368,7 @@ def record(result: ClaimResult, params: Profile, root: Path | None = None) -> Pa
         "provenance": {**environment(resolve_device(str(params["device"]))),
                        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
-    path = record_path(result.claim, params.name, root)
+    path = record_path(result.claim, params.name, root, params.overrides)
     atomic_save_json(payload, path)
     return path
 
@@ -347,11 +382,13 @@ class ClaimRow:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def _read(claim: Claim, profile: str, overrides: Mapping[str, Any], root: Path | None) -> ClaimRow:
-    path = record_path(claim.id, profile, root)
-    not_run = f"chapter {claim.chapter} has not been executed at profile {profile}"
+def _read(claim: Claim, profile: str, overrides: Mapping[str, Any], root: Path | None,
+          folder: Path | None = None) -> ClaimRow:
+    path = (folder / f"{claim.id}.json") if folder is not None else record_path(claim.id, profile, root, overrides)
+    shown = setting_label(profile, overrides).replace(" (", " with overrides ", 1).rstrip(")")
+    not_run = f"chapter {claim.chapter} has not been executed at profile {shown}"
     if not path.is_file():
-        return ClaimRow(claim, _unmeasurable(claim.id, not_run))
+        return ClaimRow(claim, unmeasurable(claim.id, not_run))
     try:
         data = json.loads(path.read_text())
         if data.get("format") != RECORD_FORMAT:
@@ -359,13 +396,13 @@ def _read(claim: Claim, profile: str, overrides: Mapping[str, Any], root: Path |
         numbers = {str(k): v for k, v in data["numbers"]}
         result = ClaimResult(claim.id, data["verdict"], numbers, data["rule"], data.get("reason"))
         if data["profile"] != profile or data["claim"] != claim.id:
-            return ClaimRow(claim, _unmeasurable(claim.id, f"{not_run} (the record at {path} says profile "
+            return ClaimRow(claim, unmeasurable(claim.id, f"{not_run} (the record at {path} says profile "
                                                            f"{data['profile']}, claim {data['claim']})"))
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return ClaimRow(claim, _unmeasurable(claim.id, f"the record {path} cannot be read ({error}); "
+        return ClaimRow(claim, unmeasurable(claim.id, f"the record {path} cannot be read ({error}); "
                                                        f"execute chapter {claim.chapter} again"))
     if dict(data.get("overrides") or {}) != dict(overrides):
-        return ClaimRow(claim, _unmeasurable(
+        return ClaimRow(claim, unmeasurable(
             claim.id, f"chapter {claim.chapter} was last executed at profile {profile} with overrides "
                       f"{data.get('overrides') or {}}, not {dict(overrides)}"))
     return ClaimRow(claim, result, dict(data.get("provenance") or {}))
@@ -377,15 +414,89 @@ def table(params: Profile, root: Path | None = None) -> list[ClaimRow]:
     return [_read(claim, params.name, _plain(params.overrides), root) for claim in CLAIMS.values()]
 
 
+# Verdicts across settings: one column per profile and overrides that has records, from the run
+# store, and the reference records shipped with the book for settings it did not compute.
+
+#: Records shipped with the book (a paper-scale build, say), one folder per setting as in the store.
+REFERENCE = ROOT / "book" / "reference"
+#: Beside a setting's records: how its book build ran (command, chapters' seconds, commit, device).
+BUILD_FILE = "build.json"
+
+
+@dataclass(frozen=True)
+class Column:
+    """The verdicts of one setting (a profile and its overrides) and how they were made."""
+
+    name: str
+    label: str
+    rows: list[ClaimRow]
+    build: dict[str, Any]
+    reference: bool  # shipped with the book: recorded, not recomputed here
+
+    def provenance(self) -> dict[str, Any]:
+        """Date, commit, device and wall time of the records (the latest record; the build's total seconds)."""
+        recorded = [r.provenance for r in self.rows if r.provenance]
+        last = max(recorded, key=lambda p: p.get("recorded_at", ""), default={})
+        return {"date": last.get("recorded_at", "")[:10], "commit": str(last.get("git_commit", ""))[:12],
+                "device": last.get("device_name", ""), "wall_s": self.build.get("total_s"),
+                "command": self.build.get("command", "")}
+
+
+def record_build(params: Profile, seconds: Mapping[str, float], command: str, root: Path | None = None) -> Path:
+    """Note, beside a setting's claim records, how long each chapter of its book build took and the command
+    (merged with earlier builds of the setting: each chapter keeps its latest execution)."""
+    path = record_path("C1", params.name, root, params.overrides).with_name(BUILD_FILE)
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    chapters = {**earlier.get("chapters", {}), **{k: round(float(v), 1) for k, v in seconds.items()}}
+    atomic_save_json({"profile": params.name, "overrides": _plain(params.overrides), "command": command,
+                      "chapters": chapters, "total_s": round(sum(chapters.values()), 1),
+                      "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, path)
+    return path
+
+
+def _column(folder: Path, reference: bool) -> Column | None:
+    first = next(iter(sorted(folder.glob("C*.json"))), None)
+    if first is None:
+        return None
+    try:
+        data = json.loads(first.read_text())
+        profile, overrides = str(data["profile"]), dict(data.get("overrides") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        build = json.loads((folder / BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        build = {}
+    rows = [_read(claim, profile, overrides, None, folder) for claim in CLAIMS.values()]
+    return Column(folder.name, setting_label(profile, overrides), rows, build, reference)
+
+
+def columns(params: Profile | None = None, root: Path | None = None, reference: Path = REFERENCE) -> list[Column]:
+    """Every setting with claim records: the store's, ``params``'s own first, then the shipped reference
+    records of the settings the store has none of (recomputing a setting replaces its reference)."""
+    store = Path(root or default_results_root()) / "claims"
+    found = [c for c in (_column(f, False) for f in sorted(store.glob("*")) if f.is_dir()) if c is not None]
+    names = {c.name for c in found}
+    found += [c for c in (_column(f, True) for f in sorted(Path(reference).glob("*")) if f.is_dir())
+              if c is not None and c.name not in names]
+    if params is not None:
+        own = setting_name(params.name, params.overrides)
+        found.sort(key=lambda c: c.name != own)
+    return found
+
+
 def counts(rows: Sequence[ClaimRow]) -> dict[str, int]:
     """How many claims have each verdict."""
     return {v: sum(1 for r in rows if r.result.verdict == v) for v in VERDICTS}
 
 
 __all__ = [
-    "CLAIMS", "Claim", "ClaimResult", "ClaimRow", "VERDICTS", "c1_regret_growth", "c2_convnet_fits", "c3_sgd_worse",
-    "c4_taylor_gap", "c5_rmsprop_explores", "c6_adam_between", "c7_better_optimum", "counts",
-    "adaptive_above_sgd", "adaptive_below_sgd", "clamped_equals_taylor", "convex_on_grid", "final_values",
-    "grows_like_sqrt_n", "kinks_are_switches", "kinks_grow_with_depth", "record", "record_path", "table",
-    "taylor_touches_loss",
+    "CLAIMS", "Claim", "ClaimResult", "ClaimRow", "Column", "VERDICTS", "adaptive_above_sgd", "adaptive_below_sgd",
+    "c1_regret_growth", "c2_convnet_fits", "c3_sgd_worse", "c4_taylor_gap", "c5_rmsprop_explores",
+    "c6_adam_between", "c7_better_optimum", "clamped_equals_taylor", "columns", "convex_on_grid", "counts",
+    "final_values", "grows_like_sqrt_n", "kinks_are_switches", "kinks_grow_with_depth", "record", "record_build",
+    "record_path", "scoped", "setting_label", "setting_name", "table", "taylor_touches_loss", "unmeasurable",
 ]

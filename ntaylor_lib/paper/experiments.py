@@ -26,6 +26,18 @@ from ..taylor.recorders import CEFactorRecorder, CEReplayRecorder, Group, MSESta
 from .tuning import learning_rate
 
 MAIN_OPTIMIZERS = ("adam", "rmsprop", "sgd")
+#: What a page or claim says of a part whose task the profile does not run.
+NOT_RUN = "not run at this setting"
+
+
+def tasks_run(params: Profile, wanted: tuple[str, ...] = TASKS) -> list[str]:
+    """The tasks of ``wanted`` (in its order) that the profile runs (its ``tasks``)."""
+    return [task for task in wanted if task in params["tasks"]]
+
+
+def not_run_reason(params: Profile, task: str) -> str:
+    """Why a part that needs ``task`` has no result: the task is not run at this setting."""
+    return f"the {task} is {NOT_RUN} (tasks={','.join(params['tasks'])})"
 
 
 def experiment_config(params: Profile, task: str, optimizer: str, lr: float | None = None) -> RunConfig:

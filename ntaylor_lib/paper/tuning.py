@@ -238,7 +238,7 @@ def tune_learning_rates(
     params: Profile,
     workers: int = 1,
     progress: bool = True,
-    tasks: Sequence[str] = TASKS,
+    tasks: Sequence[str] | None = None,
     optimizers: Sequence[str] = OPTIMIZERS,
 ) -> list[dict[str, Any]]:
     """Run the sweep, apply the rule and store the choices where the experiments read them.
@@ -248,8 +248,8 @@ def tune_learning_rates(
         workers: parallel papermill processes.
         progress: show the sweep's progress bar and status lines (``False``: silent; failed
             points are still in the returned table, with their error).
-        tasks, optimizers: what to tune (default: everything); the stored file then holds
-            choices for these only.
+        tasks, optimizers: what to tune (default: the profile's ``tasks``, every optimizer); the
+            stored file then holds choices for these only.
 
     Returns:
         The sweep table: one row per task, optimizer and rate (see :func:`tidy_rows`),
@@ -264,7 +264,7 @@ def tune_learning_rates(
     with contextlib.redirect_stderr(sys.stderr if progress else io.StringIO()):
         raw = run_sweep(
             POINT_NOTEBOOK,
-            sweep_grid(params, tasks, optimizers),
+            sweep_grid(params, params["tasks"] if tasks is None else tasks, optimizers),
             out_dir=sweep_folder(params),
             workers=workers,
             # each worker's kernel gets its share of the cores: no oversubscribed torch threads

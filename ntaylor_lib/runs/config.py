@@ -128,5 +128,5 @@ def check_resources(params: Mapping[str, Any]) -> None:
     """Fail now, not in the middle of a book, when the profile asks for a GPU that is not there
     or trains the convnet on CIFAR-10 without its data (:class:`ParameterError` naming the fix)."""
     resolve_device(params["device"])
-    if params["convnet_dataset"] == "cifar10" and not cifar10_ready():
+    if "convnet" in params["tasks"] and params["convnet_dataset"] == "cifar10" and not cifar10_ready():
         raise ParameterError(cifar10_missing_message())

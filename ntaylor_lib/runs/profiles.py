@@ -48,6 +48,9 @@ def _learning_rates(ae: tuple[float, float, float], cn: tuple[float, float, floa
 # paper used (the design page, "How this book computes"); PyTorch places RMSProp's and Adam's epsilon
 # outside the square root, which at these sizes changes nothing measurable.
 _COMMON: dict[str, Any] = {
+    # The tasks a build runs: both, or one of them (a chapter that needs only the other then
+    # says it was not run at this setting).
+    "tasks": TASKS,
     "seed": 0,
     "device": "auto",
     "batch_autoencoder": 64,
@@ -209,6 +212,7 @@ DEFAULT_PROFILE = "cpu"
 #: Parameters whose value is a list: the type of their elements. On the command line a
 #: list is comma-separated (``--set taylor_box_scales=1,2,inf``); an empty text is an empty list.
 LIST_PARAMETERS: dict[str, type] = {
+    "tasks": str,
     "exploration_sgd_rates": float,
     "taylor_box_scales": float,
     "taylor_box_scales_ce": float,
@@ -317,6 +321,9 @@ def _check(params: Mapping[str, Any]) -> None:
             need(value >= 1, f"batch size {key}={value!r} must be >= 1")
     need(0 <= params["seed"] <= LARGEST_SEED, f"seed={params['seed']!r} must be in 0..{LARGEST_SEED}")
     need(params["epochs"] >= 1, f"epochs={params['epochs']!r} must be >= 1")
+    tasks = params["tasks"]
+    need(bool(tasks) and all(t in TASKS for t in tasks) and len(set(tasks)) == len(tasks),
+         f"tasks={','.join(tasks)!r} must name one or both of {', '.join(TASKS)}, once each")
     need(
         params["convnet_dataset"] in DATASETS,
         f"convnet_dataset={params['convnet_dataset']!r} is not one of {', '.join(DATASETS)}",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..notebooks import QUIET_KERNEL, front_matter, is_notebook
+from ..paper.claims import record_build
 from ..runs.files import ROOT, writable_folder
 from ..runs.profiles import ParameterError, Profile
 from ..runs.progress import ProgressFollower
@@ -58,6 +59,29 @@ def toc_files(root: Path = ROOT) -> list[str]:
 def executes_last(path: Path) -> bool:
     """Whether a page summarises the others: front matter ``ntaylor: {execute: last}``."""
     return (front_matter(path).get("ntaylor") or {}).get("execute") == "last"
+
+
+def chapter_tasks(path: Path) -> list[str] | None:
+    """The tasks a chapter needs (front matter ``ntaylor: {tasks: [...]}``), or ``None`` for any."""
+    return (front_matter(path).get("ntaylor") or {}).get("tasks")
+
+
+def not_run_page(source: Path, params: Profile, output: Path) -> None:
+    """Write, in place of an executed chapter whose tasks the profile does not run, a page that says so
+    (with the chapter's label and title, so that links to it still resolve)."""
+    import nbformat
+
+    lines = source.read_text().split("\n---", 1)[-1].splitlines()
+    label = next((line for line in lines if line.startswith("(") and line.endswith(")=")), "")
+    title = next((line for line in lines if line.startswith("# ")), f"# {source.stem}")
+    needs = " and the ".join(chapter_tasks(source) or [])
+    text = (f"{label}\n{title}\n\n**Not run at this setting.** This chapter needs the {needs}; this build, at "
+            f"profile `{params.name}`, runs `tasks={','.join(params['tasks'])}`. Build the book without that "
+            "setting (or with the task added) to compute it.\n")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, output)
 
 
 def execution_order(notebooks: Sequence[str], root: Path = ROOT) -> list[str]:
@@ -153,6 +177,13 @@ def check_only(only: Sequence[str], root: Path = ROOT) -> None:
         raise ParameterError(f"--only {', '.join(unknown)}: no such chapter; the chapters are {', '.join(stems)}")
 
 
+def book_command(params: Profile) -> str:
+    """The command that builds the book at ``params``'s profile and overrides."""
+    sets = "".join(f" --set {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                   for k, v in sorted(params.overrides.items()))
+    return f"bash scripts/book.sh --profile {params.name}{sets}"
+
+
 def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> int:
     """Execute the chapters at the profile ``params`` and build the HTML.
 
@@ -193,6 +224,12 @@ def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> 
         summary_stale = bool(timings) and done and executes_last(ROOT / f"{name}.md")
         if only and stem not in only and not summary_stale:
             continue
+        needs = chapter_tasks(ROOT / f"{name}.md")
+        if needs is not None and not set(needs) & set(params["tasks"]):
+            print(f"[book] {name}: not run at this setting (it needs {', '.join(needs)}; "
+                  f"tasks={','.join(params['tasks'])})", flush=True)
+            not_run_page(ROOT / f"{name}.md", params, executed / f"{name}.ipynb")
+            continue
         print(f"[book] executing {name} at profile {params.name} ...", flush=True)
         try:
             timings[name] = execute_chapter(ROOT / f"{name}.md", parameters, executed / f"{name}.ipynb")
@@ -206,6 +243,7 @@ def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> 
                                   "finished are kept and a run cut off resumes from its last epoch: the same "
                                   f"command (or --only {stem} ...) goes on") from None
         print(f"[book] {name} done in {timings[name]:.1f} s", flush=True)
+        record_build(params, {name: timings[name]}, book_command(params))  # the summaries show the build's time
     missing = [n for n in notebooks if not (executed / f"{n}.ipynb").is_file()]
     if missing and html:
         print(f"[book] not executed yet: {', '.join(missing)}; build the whole book once (without --only), "

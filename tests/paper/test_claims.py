@@ -98,6 +98,17 @@ def test_c7_autoencoder_margin_and_convnet_equality():
     spread = claims.c7_better_optimum(ae, {**acc, "sgd": 0.990 - 2 * claims.EQUAL_ACCURACY})
     assert spread.verdict == NOT_REPRODUCED and spread.numbers["convnet accuracy spread"] > claims.EQUAL_ACCURACY
     assert claims.c7_better_optimum({**ae, "rmsprop": NAN}, acc).verdict == NOT_MEASURABLE
+    # without the convnet (tasks=autoencoder) the claim is not measurable, its autoencoder half still read
+    half = claims.c7_better_optimum(ae, {})
+    assert half.verdict == NOT_MEASURABLE and half.numbers["autoencoder half"] == "holds"
+    assert claims.c7_better_optimum({**ae, "sgd": 0.0105}, {}).numbers["autoencoder half"] == "fails"
+
+
+def test_a_verdict_over_some_tasks_says_which():
+    result = claims.c3_sgd_worse({"adam": 0.01, "rmsprop": 0.01, "sgd": 0.02})
+    assert claims.scoped(result, get_profile("smoke")) == result
+    scoped = claims.scoped(result, get_profile("smoke", {"tasks": "autoencoder"}))
+    assert scoped.numbers["tasks run"] == "autoencoder" and scoped.verdict == result.verdict
 
 
 def test_shared_rules_decide_claims_and_page_checks_alike():
@@ -175,6 +186,30 @@ def test_summary_pages_execute_after_every_other_chapter():
         ["book/figure5", "book/theorem2", "book/claims"]
 
 
+def test_a_chapter_whose_tasks_are_not_run_is_a_page_that_says_so(tmp_path, monkeypatch):
+    """tasks=autoencoder: Figure 3 (the convnet's) is not executed; its page keeps its label and title."""
+    import nbformat
+
+    calls = []
+
+    def fake_execute(source, parameters, output):
+        calls.append(source.stem)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(book, "execute_chapter", fake_execute)
+    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
+    assert book.build_book(get_profile("smoke", {"tasks": "autoencoder"}), html=False) == 0
+    assert "figure3" not in calls and "figure4" in calls and "figure2" in calls
+    page = nbformat.read(tmp_path / "_build" / "executed" / "book" / "figure3.ipynb", as_version=4)
+    text = page.cells[0].source
+    assert text.startswith("(figure3)=\n# Figure 3") and "Not run at this setting" in text and "convnet" in text
+    calls.clear()
+    assert book.build_book(get_profile("smoke", {"tasks": "convnet"}), html=False) == 0
+    assert {"figure2", "figure4", "observation1"}.isdisjoint(calls) and "figure3" in calls
+
+
 def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkeypatch):
     """``book`` executes intro and claims after the chapters; ``--only figure4`` re-executes them too."""
     calls = []
@@ -197,3 +232,42 @@ def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkey
     calls.clear()
     assert book.build_book(smoke, only=["claims"], html=False) == 0
     assert calls == ["book/claims"]
+
+
+def test_settings_are_named_by_profile_and_overrides():
+    assert claims.setting_name("smoke") == "smoke" and claims.setting_label("smoke") == "smoke"
+    overrides = get_profile("paper", {"tasks": "autoencoder", "device": "cpu"}).overrides
+    assert claims.setting_name("paper", overrides) == "paper+device=cpu+tasks=autoencoder"
+    assert claims.setting_label("paper", overrides) == "paper (device=cpu, tasks=autoencoder)"
+    long = {f"key{i}": "x" * 20 for i in range(10)}
+    assert len(claims.setting_name("cpu", long)) < 40  # a digest instead of a long name
+
+
+def test_columns_hold_every_setting_with_records_and_the_shipped_references(tmp_path):
+    store, reference = tmp_path / "results", tmp_path / "reference"
+    smoke, autoencoder = get_profile("smoke"), get_profile("smoke", {"tasks": "autoencoder"})
+    paper = get_profile("paper", {"tasks": "autoencoder", "device": "cpu"})
+    claims.record(claims.c3_sgd_worse({"adam": 0.01, "rmsprop": 0.01, "sgd": 0.02}), smoke, root=store)
+    claims.record(claims.c3_sgd_worse({"adam": 0.01, "rmsprop": 0.01, "sgd": 0.011}), autoencoder, root=store)
+    shipped = claims.record(claims.c3_sgd_worse({"adam": 0.1, "rmsprop": 0.1, "sgd": 0.5}), paper, root=tmp_path / "x")
+    (reference / shipped.parent.name).mkdir(parents=True)
+    (reference / shipped.parent.name / "C3.json").write_text(shipped.read_text())
+    claims.record_build(paper, {"book/lr_tuning": 300.0}, "bash scripts/book.sh --profile paper", root=tmp_path / "x")
+    (reference / shipped.parent.name / "build.json").write_text((shipped.parent / "build.json").read_text())
+    columns = claims.columns(autoencoder, root=store, reference=reference)
+    assert [c.label for c in columns] == ["smoke (tasks=autoencoder)", "smoke", "paper (device=cpu, tasks=autoencoder)"]
+    assert [c.reference for c in columns] == [False, False, True]
+    assert [c.rows[2].result.verdict for c in columns] == [NOT_REPRODUCED, REPRODUCED, REPRODUCED]
+    assert columns[2].provenance()["wall_s"] == 300.0 and "paper" in columns[2].provenance()["command"]
+    # recomputing a shipped setting in the store replaces its reference
+    claims.record(claims.c3_sgd_worse({"adam": 0.1, "rmsprop": 0.1, "sgd": 0.1}), paper, root=store)
+    again = claims.columns(None, root=store, reference=reference)
+    assert [c.reference for c in again] == [False, False, False] and len(again) == 3
+
+
+def test_a_build_note_keeps_each_chapters_latest_seconds(tmp_path):
+    params = get_profile("smoke")
+    claims.record_build(params, {"book/a": 10.0, "book/b": 5.0}, "cmd", root=tmp_path)
+    path = claims.record_build(params, {"book/b": 7.0}, "cmd", root=tmp_path)
+    note = json.loads(path.read_text())
+    assert note["chapters"] == {"book/a": 10.0, "book/b": 7.0} and note["total_s"] == 17.0
