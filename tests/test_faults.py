@@ -12,6 +12,7 @@ import pytest
 
 from ntaylor_lib.cli import main
 from ntaylor_lib.runs.profiles import LIST_PARAMETERS, get_profile, parameter_names
+from tests.notebooks import myst_notebook
 
 SMOKE = get_profile("smoke")
 RUN = ["run", "--task", "autoencoder", "--optimizer", "sgd", "--profile", "smoke", "--no-progress"]
@@ -200,32 +201,5 @@ def test_ctrl_c_in_a_sweep_is_one_line_and_cut_off_points_run_again(tmp_path):
     assert [r["product"] for r in rows] == [10, 20, 30]  # every point has its glued result
 
 
-SLOW = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-```{code-cell} ipython3
-:tags: [parameters]
-
-x = 1
-```
-
-```{code-cell} ipython3
-import time
-
-time.sleep(2)
-```
-
-```{code-cell} ipython3
-from myst_nb import glue
-
-glue("product", 10 * x, display=False)
-```
-"""
+SLOW = myst_notebook("x = 1", "import time\n\ntime.sleep(2)",
+                     'from myst_nb import glue\n\nglue("product", 10 * x, display=False)')

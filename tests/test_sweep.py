@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import json
-import textwrap
 from pathlib import Path
 
 import nbformat
@@ -17,42 +16,23 @@ import pytest
 from ntaylor_lib import cli
 from ntaylor_lib.runs.profiles import ParameterError
 from ntaylor_lib.sweep import SweepPoint, parse_grid, plan_points, resolve_chapter, run_sweep
+from tests.notebooks import myst_notebook
 
 # A notebook that multiplies its two parameters, glues the product, logs every execution
 # to runs.log beside itself (the kernel's working folder), and fails for negative x.
-TINY = textwrap.dedent('''\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
+TINY = myst_notebook("x = 1\ny = 1.0", """
+import os
 
-    ```{code-cell} ipython3
-    :tags: [parameters]
+from myst_nb import glue
 
-    x = 1
-    y = 1.0
-    ```
-
-    ```{code-cell} ipython3
-    import os
-
-    from myst_nb import glue
-
-    glue("gpu", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), display=False)
-    with open("runs.log", "a") as log:
-        print(f"{x} {y}", file=log)
-    if x < 0:
-        raise ValueError(f"x must be >= 0, got {x}")
-    glue("product", x * y, display=False)
-    glue("label", f"x{x}", display=False)
-    ```
-    ''')
+glue("gpu", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), display=False)
+with open("runs.log", "a") as log:
+    print(f"{x} {y}", file=log)
+if x < 0:
+    raise ValueError(f"x must be >= 0, got {x}")
+glue("product", x * y, display=False)
+glue("label", f"x{x}", display=False)
+""")
 X, Y = "2,-1", "4,0.5"
 
 

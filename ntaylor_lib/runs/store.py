@@ -47,8 +47,8 @@ from .files import (
     atomic_save_torch,
     default_results_root,
     environment,
+    file_digest,
     json_digest,
-    sha256_file,
 )
 from .recorder import Recorder
 from .training import TrainResult, train
@@ -112,7 +112,7 @@ def _problem(folder: Path, key: str) -> tuple[dict[str, Any] | None, str | None]
             if stat.st_size != listed.get("bytes"):
                 return manifest, f"{name} has {stat.st_size} bytes, the manifest lists {listed.get('bytes')}"
             try:
-                _VERIFIED[seen] = sha256_file(path)
+                _VERIFIED[seen] = file_digest(path)
             except OSError as error:
                 return manifest, f"{name} cannot be read ({error})"
         if _VERIFIED[seen] != listed.get("sha256"):

@@ -8,6 +8,7 @@ import time
 
 from ntaylor_lib.runs import progress
 from ntaylor_lib.runs.progress import CHANNEL, ChannelBar, LineBar, ProgressFollower, describe, progress_bar
+from tests.notebooks import myst_notebook
 
 
 def test_describe_gives_counts_share_and_time_left():
@@ -82,25 +83,7 @@ def test_the_book_draws_a_chapters_progress_and_no_kernel_notices(tmp_path, capf
     assert "pretend training" not in outputs  # nothing of it entered the notebook
 
 
-CHAPTER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-```{code-cell} ipython3
-:tags: [parameters]
-
-profile = "cpu"
-overrides = {}
-```
-
-```{code-cell} ipython3
+CHAPTER = myst_notebook('profile = "cpu"\noverrides = {}', """
 import time
 
 from ntaylor_lib.runs.progress import progress_bar
@@ -110,5 +93,4 @@ for _ in range(5):
     time.sleep(0.3)
     bar.update()
 bar.close()
-```
-"""
+""")
