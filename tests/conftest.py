@@ -12,6 +12,21 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def results_away_from_the_checkout(tmp_path_factory):
+    """Runs, claim records and builds of the tests go to a temporary folder, never the checkout's
+    results/ and _build/ (a test that needs its own sets its own)."""
+    saved = {k: os.environ.get(k) for k in ("NTAYLOR_RESULTS", "NTAYLOR_BUILD")}
+    os.environ["NTAYLOR_RESULTS"] = str(tmp_path_factory.mktemp("results"))
+    os.environ["NTAYLOR_BUILD"] = str(tmp_path_factory.mktemp("build"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def mnist_root():
     from ntaylor_lib.runs.data import default_data_root, prepare_mnist
