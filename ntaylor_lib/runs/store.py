@@ -6,7 +6,8 @@ Layout, under a results root (``$NTAYLOR_RESULTS``, else ``results/`` in the che
                                and the SHA-256 of every other file of the run
     runs/<key>/arrays.npz      per-round and per-epoch records, and each recorder's arrays
     runs/<key>/model.pt        final weights
-    runs/<key>/checkpoint.pt   while running: the last finished epoch, to resume from
+    runs/<key>/checkpoint.pt   while running: a finished epoch to resume from (every epoch, or spaced so
+                               that writing it costs at most about 5% of the training: CHECKPOINT_SPACING)
     runs/<key>/.lock           held while a process trains the run (its pid inside)
 
 Every file is written to a temporary name and renamed, so an interrupted write never
@@ -57,6 +58,9 @@ from .training import TrainResult, train
 STORE_FORMAT = 2
 #: The files a finished run lists in its manifest with their SHA-256.
 STORED_FILES = ("arrays.npz", "model.pt")
+#: Training time between checkpoints, in multiples of the last checkpoint's writing time: at most
+#: about 1 / 20 of a run goes to checkpoints, and an interruption loses at most about 20 writes' time.
+CHECKPOINT_SPACING = 20.0
 
 
 class StoreError(RuntimeError):
@@ -285,9 +289,17 @@ class RunStore:
             ckpt_path = folder / "checkpoint.pt"
             resume = _read_checkpoint(ckpt_path, config.device, key)
             saved = [resume["epoch"] if resume else None]
+            last = {"at": time.monotonic(), "cost": 0.0}
 
             def checkpoint(state: dict[str, Any]) -> None:
+                # Bounded cost: a checkpoint that took c seconds to write waits CHECKPOINT_SPACING * c
+                # seconds of training before the next (the recorders' state can grow to gigabytes: written
+                # every epoch it came to dominate a paper-scale run). Small states go every epoch.
+                if time.monotonic() - last["at"] < CHECKPOINT_SPACING * last["cost"]:
+                    return
+                started = time.monotonic()
                 atomic_save_torch({**state, "key": key}, ckpt_path)
+                last["at"], last["cost"] = time.monotonic(), time.monotonic() - started
                 saved[0] = state["epoch"]
 
             try:

@@ -234,6 +234,22 @@ def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkey
     assert calls == ["book/claims"]
 
 
+def test_only_on_an_empty_build_executes_the_named_chapter_alone(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_execute(source, parameters, output):
+        calls.append(source.stem)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return 0.0
+
+    monkeypatch.setattr(book, "execute_chapter", fake_execute)
+    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
+    assert book.build_book(get_profile("smoke"), only=["lr_tuning"], html=False) == 0
+    assert calls == ["lr_tuning"]  # not the other chapters, nor the summaries never executed
+    assert book.build_book(get_profile("smoke"), only=["lr_tuning"], html=True) == 1  # the HTML needs them all
+
+
 def test_settings_are_named_by_profile_and_overrides():
     assert claims.setting_name("smoke") == "smoke" and claims.setting_label("smoke") == "smoke"
     overrides = get_profile("paper", {"tasks": "autoencoder", "device": "cpu"}).overrides

@@ -166,6 +166,7 @@ KILLER = textwrap.dedent("""
     from ntaylor_lib.runs import files
     from ntaylor_lib.runs.config import run_config
     from ntaylor_lib.runs.profiles import get_profile
+    from ntaylor_lib.runs import store
     from ntaylor_lib.runs.store import RunStore
 
     target, nth = sys.argv[1], int(sys.argv[2])
@@ -180,6 +181,7 @@ KILLER = textwrap.dedent("""
         return real(src, dst)
 
     files.os.replace = replace
+    store.CHECKPOINT_SPACING = 0.0  # a checkpoint every epoch: each write gets its turn to be killed in
     params = get_profile("smoke", {overrides!r})
     config = run_config(params, "autoencoder", "rmsprop", params["lr_autoencoder_rmsprop"])
     RunStore(sys.argv[3]).get(config, progress=False)
@@ -229,3 +231,39 @@ def test_two_processes_asking_for_one_run_train_it_once(tiny_params, mnist_root,
     assert len(runs) == 1
     manifest = json.loads((runs[0] / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["resumed_from_epoch"] is None
+
+
+def test_checkpoints_are_spaced_by_their_cost(config, tmp_path, monkeypatch):
+    """A checkpoint that takes long to write waits CHECKPOINT_SPACING times as long before the next:
+    a large recorder state no longer dominates the run. Resuming still gives the same numbers."""
+    import ntaylor_lib.runs.store as store_module
+
+    writes, real = [], store_module.atomic_save_torch
+    now = [0.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: now[0])
+
+    def slow_save(obj, path):  # each checkpoint "takes" 1 s to write; each epoch of training 7 s
+        if path.name == "checkpoint.pt":
+            writes.append(obj["epoch"])
+            now[0] += 1.0
+        return real(obj, path)
+
+    monkeypatch.setattr(store_module, "atomic_save_torch", slow_save)
+    monkeypatch.setattr(store_module, "train", _clocked_train(store_module.train, now, 7.0))
+    params = _params_with_seed(config, 0)
+    long = run_config(get_profile("smoke", {**{k: params[k] for k in ("train_size", "eval_size", "probe_size")},
+                                            "epochs": 8}), "autoencoder", "sgd", config.lr)
+    run = RunStore(tmp_path).get(long, progress=False)
+    assert writes == [1, 4, 7]  # 1 s to write: the next after 20 s of training (epochs of 7 s)
+    whole = RunStore(tmp_path / "other").get(long, progress=False)
+    np.testing.assert_array_equal(run.round_loss, whole.round_loss)
+
+
+def _clocked_train(train, now, seconds_per_epoch):
+    """``train`` with the fake clock advanced by each epoch, at the checkpoint call."""
+    def clocked(config, checkpoint=None, **kwargs):
+        def tick(state):
+            now[0] += seconds_per_epoch
+            return checkpoint(state)
+        return train(config, checkpoint=tick if checkpoint else None, **kwargs)
+    return clocked
