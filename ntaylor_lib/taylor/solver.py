@@ -128,7 +128,8 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
     v = np.clip(v, lo, hi)
     fv = f(v)
     problem_scale = abs(f(np.zeros_like(v))) + abs(fv)
-    eps = 1e-12 * np.maximum(hi - lo, 1e-300)
+    span = hi - lo  # infinite where a side is unbounded (the unconstrained problem, polished)
+    eps = 1e-12 * np.where(np.isfinite(span), np.maximum(span, 1e-300), 0.0)
     for _ in range(max_iter):
         grad = h @ v - g
         held = ((v <= lo + eps) & (grad > 0)) | ((v >= hi - eps) & (grad < 0))
@@ -144,7 +145,7 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
         steepest = np.where(free, -grad, 0.0)
         curvature = float(steepest @ (h @ steepest))
         exact = float(steepest @ steepest) / curvature if curvature > 0 else np.inf
-        span = float(np.max(hi - lo, initial=0.0))
+        span = float(np.max(hi - lo, initial=0.0))  # inf when unbounded: then the exact step alone
         steps.append((steepest, min(exact, 4 * span / (np.abs(steepest).max() + 1e-300))))
         moved = False
         for direction, alpha in steps:
@@ -235,12 +236,15 @@ def solve_quadratic_boxes(
 ) -> list[tuple[np.ndarray, float]]:
     """:func:`solve_quadratic` for several boxes of one problem, sharing one ``eigh`` of ``H``."""
     h = (problem.h + problem.h.T) / 2
-    free_optimum = minimum_norm_solution(h, problem.g)
     # Weights the objective does not see: a zero diagonal of the PSD H is a zero row, and
     # with g zero there too the quadratic is flat along them (an input pixel that is zero
-    # on every sample: 140 of the 785 weights of an autoencoder input-layer neuron at the
-    # paper profile). Any value in the box is optimal; they stay where the start puts them.
+    # on every sample: about 90 of the 785 weights of an autoencoder input-layer neuron at
+    # the paper profile). Any value in the box is optimal; they stay where the start puts
+    # them, and the minimum-norm solution is zero there: its eigh is of the rest alone.
     unseen = (np.diag(h) == 0) & (problem.g == 0)
+    seen = ~unseen
+    free_optimum = np.zeros_like(problem.g)
+    free_optimum[seen] = minimum_norm_solution(h[np.ix_(seen, seen)], problem.g[seen])
     results = []
     for box, start in zip(boxes, starts or [None] * len(boxes)):
         if box is None or (np.all(free_optimum >= box[0]) and np.all(free_optimum <= box[1])):

@@ -121,3 +121,29 @@ def test_kkt_violation_sees_a_point_that_is_not_optimal():
     assert solver.kkt_violation(h, g, np.array([0.5, 0.5]), box) == 0.0  # free optimum in x, upper bound in y
     assert solver.kkt_violation(h, g, np.array([0.5, 0.0]), box) > 0.1  # at the lower bound, pulled upwards
     assert solver.kkt_violation(h, g, np.array([0.2, 0.5]), box) > 0.1  # free but not stationary
+
+
+def test_unconstrained_optimum_with_unseen_weights_is_the_minimum_norm_least_squares_solution():
+    """Weights no sample sees are left out of the eigendecomposition: the result must still be
+    ``lstsq``'s minimum-norm solution of the whole problem (zero on those weights)."""
+    rng = np.random.default_rng(11)
+    p, m = 30, 80
+    a, b = rng.normal(size=(m, p)), rng.normal(size=m)
+    a[:, np.arange(p) % 4 == 1] = 0.0
+    problem = solver.QuadraticProblem(a.T @ a, a.T @ b, float(b @ b), float(m))
+    v, value = solver.solve_quadratic(problem, None)
+    reference = np.linalg.lstsq(a, b, rcond=None)[0]
+    np.testing.assert_allclose(v, reference, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(value, float(np.sum((a @ reference - b) ** 2) / m), rtol=1e-10)
+
+
+def test_projected_newton_without_bounds_reaches_the_least_squares_optimum():
+    """The polish of an unconstrained solution runs projected Newton with infinite bounds: it must
+    stay finite (no inf - inf in its bound tests) and reach the least-squares minimum."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=50)
+    h, g = a.T @ a, a.T @ b
+    inf = np.full(8, np.inf)
+    with np.errstate(all="raise"):
+        v = solver._box_qp(h, g, -inf, inf, np.zeros(8))
+    np.testing.assert_allclose(v, np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-10)

@@ -65,6 +65,28 @@ def triangle_rows(xt: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def weighted_grams(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``H[j] = sum_n w[n, j] x_n x_n^T`` in float64, ``(m, Q, Q)``, from rows ``x`` and weights ``w`` ``(R, m)``.
+
+    The input layer's neuron ``j`` sees sample ``n`` with weight ``w[n, j] = ||J_L[n, :, j]||^2``,
+    zero where the neuron is off (about 30% of the rows at the paper profile), and MNIST's
+    pixels are zero on about 80% of the entries (about 90 of the 785 columns on every row).
+    Each neuron's product is therefore taken over its own rows with ``w > 0`` and the columns
+    that are nonzero somewhere: about half the work of the dense products, same sums.
+    (The neurons' row sets differ, hence one product per neuron rather than one batched one.)
+    """
+    q = x.shape[1]
+    seen = (x != 0).any(0).nonzero().squeeze(1)
+    xs = x[:, seen]
+    h = torch.zeros(w.shape[1], q, q, dtype=torch.float64, device=x.device)
+    block = (seen[:, None], seen[None, :])
+    for j in range(w.shape[1]):
+        rows = (w[:, j] != 0).nonzero().squeeze(1)
+        a = xs[rows].double()
+        h[j][block] = (a * w[rows, j, None].double()).T @ a
+    return h
+
+
 def stacked_trace(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor):
     """Forward pass of a dense :class:`ReluNet` with a different ``theta`` per round.
 

@@ -29,6 +29,7 @@ from .gram import (
     triangle_index,
     triangle_rows,
     upper_positions,
+    weighted_grams,
 )
 
 
@@ -334,10 +335,10 @@ class MSEStatsRecorder(TaylorRecorder):
         total = None
         for snap in self.snapshots[i]:
             if snap["rows"]:
-                xt, w, u, cc, ee = (torch.cat(parts).double() for parts in zip(*snap["rows"]))
-                w, u, cc = w[:, :m], u[:, :m], cc[:, :m]
-                inc = (torch.stack([(xt * w[:, j : j + 1]).T @ xt for j in range(w.shape[1])]),
-                       u.T @ xt, cc.sum(0) + ee.sum(), torch.tensor([float(xt.shape[0])]), ee.sum().reshape(1))
+                xt, w, u, cc, ee = (torch.cat(parts) for parts in zip(*snap["rows"]))
+                w, u, cc = w[:, :m], u[:, :m].double(), cc[:, :m].double()
+                inc = (weighted_grams(xt, w), u.T @ xt.double(), cc.sum(0) + ee.double().sum(),
+                       torch.tensor([float(xt.shape[0])]), ee.double().sum().reshape(1))
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
             yield total
 
