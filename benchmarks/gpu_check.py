@@ -233,6 +233,8 @@ def solve_seconds(recorders: Sequence, device: str, box: TimeBox, neurons: int =
         "seconds": None if unknown or not groups else total,
         "groups_estimated": estimated,
         "groups": groups,
+        # the device path (batched float64 eigh and objectives on the GPU) when the run is on CUDA
+        "solved_on": sorted({r._solve_target(None)[0].type for r in recorders if isinstance(r, TaylorRecorder)}),
         "growth": "linear" if per_round else "constant",
         "recorded_rounds": len(per_round[0].recorded) if per_round else 0,
         "stride": int(getattr(per_round[0], "stride", 1)) if per_round else 1,

@@ -188,6 +188,33 @@ def minimum_norm_solution(h: np.ndarray, g: np.ndarray) -> np.ndarray:
     return v + pinv(g - h @ v)
 
 
+def minimum_norm_solutions(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """:func:`minimum_norm_solution` batched in torch, on ``h``'s device: ``(B, P, P)``, ``(B, P)`` -> ``(B, P)``.
+
+    The device path of the MSE solves: one batched ``eigh`` over a group's neurons (their
+    ``P`` agree), the same cut-off :data:`RCOND` and one step of iterative refinement.
+    Weights no sample sees are zero rows of ``h`` (with ``g`` zero there). Their zero
+    eigenvalues would sit beside the smallest real ones, and ``eigh`` mixes nearly equal
+    eigenvalues' vectors: they are given the largest diagonal entry instead (which does
+    not move the largest eigenvalue, hence the cut-off), a decoupled direction whose
+    solution is exactly zero, as the host path's (which leaves them out) is.
+    """
+    h = (h + h.mT) / 2
+    diagonal = torch.diagonal(h, dim1=-2, dim2=-1)
+    unseen = (diagonal == 0) & (g == 0)
+    h = h + torch.diag_embed(torch.where(unseen, diagonal.amax(-1, keepdim=True), torch.zeros_like(diagonal)))
+    lam, q = torch.linalg.eigh(h)
+    cut = lam.amax(-1, keepdim=True).clamp_min(0.0) * RCOND * h.shape[-1]
+    keep = lam > cut
+    inverse = torch.where(keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), torch.zeros_like(lam))
+
+    def pinv(r: torch.Tensor) -> torch.Tensor:
+        return (q @ (inverse * (q.mT @ r[..., None]).squeeze(-1))[..., None]).squeeze(-1)
+
+    v = pinv(g)
+    return v + pinv(g - (h @ v[..., None]).squeeze(-1))
+
+
 def kkt_violation(h: np.ndarray, g: np.ndarray, v: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None) -> float:
     """How far ``V`` is from optimal for ``min V^T H V - 2 g^T V`` over ``box``, relative to the problem's scale.
 
@@ -233,8 +260,13 @@ def solve_quadratic_boxes(
     problem: QuadraticProblem,
     boxes: Sequence[tuple[np.ndarray, np.ndarray] | None],
     starts: Sequence[np.ndarray | None] | None = None,
+    free_optimum: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, float]]:
-    """:func:`solve_quadratic` for several boxes of one problem, sharing one ``eigh`` of ``H``."""
+    """:func:`solve_quadratic` for several boxes of one problem, sharing one ``eigh`` of ``H``.
+
+    ``free_optimum``: the unconstrained optimum when already computed (by
+    :func:`minimum_norm_solutions` on a device, for a whole group at once).
+    """
     h = (problem.h + problem.h.T) / 2
     # Weights the objective does not see: a zero diagonal of the PSD H is a zero row, and
     # with g zero there too the quadratic is flat along them (an input pixel that is zero
@@ -242,9 +274,10 @@ def solve_quadratic_boxes(
     # the paper profile). Any value in the box is optimal; they stay where the start puts
     # them, and the minimum-norm solution is zero there: its eigh is of the rest alone.
     unseen = (np.diag(h) == 0) & (problem.g == 0)
-    seen = ~unseen
-    free_optimum = np.zeros_like(problem.g)
-    free_optimum[seen] = minimum_norm_solution(h[np.ix_(seen, seen)], problem.g[seen])
+    if free_optimum is None:
+        seen = ~unseen
+        free_optimum = np.zeros_like(problem.g)
+        free_optimum[seen] = minimum_norm_solution(h[np.ix_(seen, seen)], problem.g[seen])
     results = []
     for box, start in zip(boxes, starts or [None] * len(boxes)):
         if box is None or (np.all(free_optimum >= box[0]) and np.all(free_optimum <= box[1])):
@@ -341,7 +374,7 @@ class CrossEntropyProblem:
         logp = torch.log_softmax(z, dim=1)
         value = -logp.gather(1, self.target[:, None]).mean()
         r = logp.exp()
-        r[torch.arange(len(self.target)), self.target] -= 1.0
+        r[torch.arange(len(self.target), device=r.device), self.target] -= 1.0
         return value, self.op.adjoint(r / len(self.target))
 
     def value(self, v: torch.Tensor) -> float:
@@ -390,6 +423,8 @@ __all__ = [
     "dense_operator",
     "iterate_box",
     "jacobian_operator",
+    "minimum_norm_solution",
+    "minimum_norm_solutions",
     "solve_cross_entropy",
     "solve_quadratic",
     "solve_quadratic_boxes",

@@ -32,7 +32,7 @@ def all_scales(net: ReluNet):
 def drive(recorder, net, batches, task, epochs=2, lr=0.05, traced=False):
     """Train ``net`` by SGD on ``batches`` (split into ``epochs``), calling the recorder's hooks
     as the training loop does (``traced``: with the forward trace and gradients handed over)."""
-    recorder.setup(net, None, SimpleNamespace(epochs=epochs))
+    recorder.setup(net, None, SimpleNamespace(epochs=epochs, device="cpu"))
     recorder.on_epoch_end(0, net)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     snapshots, per_epoch = [], len(batches) // epochs

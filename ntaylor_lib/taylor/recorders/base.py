@@ -88,6 +88,7 @@ class TaylorRecorder(Recorder):
         self.horizon_epoch: list[int] = []  # the epoch each horizon ends
         self.rounds = 0
         self.result: dict[str, np.ndarray] = {}
+        self.solve_device = torch.device("cpu")  # the run's device, set by setup
 
     def for_group(self, i: int, neurons: int = 0) -> TaylorRecorder:
         """A shallow copy holding only group ``i`` (of a neuron group only its first ``neurons``;
@@ -112,6 +113,7 @@ class TaylorRecorder(Recorder):
 
     def setup(self, model: ReluNet, data: Any, config: Any) -> None:
         self.epochs = config.epochs
+        self.solve_device = torch.device(config.device)
         self.scheduled = set(horizon_epochs(self.schedule, config.epochs))
 
     def _widen_box(self, i: int, lower: torch.Tensor, upper: torch.Tensor) -> None:
@@ -177,8 +179,25 @@ class TaylorRecorder(Recorder):
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(self.result)
 
-    def solve(self) -> None:
+    def solve(self, on: str | None = None) -> None:
+        """Solve every scale at every horizon and keep the arrays (:meth:`arrays`).
+
+        ``on``: ``"host"`` solves on the CPU; ``"device"`` moves the problems to the run's
+        device in float64 (on a CUDA run: the Grams, eigendecompositions and objectives on
+        the GPU). ``None``: ``"device"`` when the run trained on CUDA, else ``"host"``.
+        Both paths give the same numbers up to rounding, and on a CPU run ``"device"``
+        runs the device code on the CPU (which is how the tests compare the two).
+        """
         raise NotImplementedError
+
+    def _solve_target(self, on: str | None) -> tuple[torch.device, bool]:
+        """``(device, batched)`` for :meth:`solve`'s ``on``: where the problems go, and whether
+        the device path (batched decompositions) is taken."""
+        if on is None:
+            on = "device" if self.solve_device.type != "cpu" else "host"
+        if on not in ("host", "device"):
+            raise ValueError(f"on={on!r} must be 'host', 'device' or None")
+        return (self.solve_device, True) if on == "device" else (torch.device("cpu"), False)
 
     def _solve_bar(self, problems: int) -> Any:
         """Progress over the solve's ``problems`` (a scale at a horizon in a box, or in every box at once)."""

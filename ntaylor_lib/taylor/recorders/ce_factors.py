@@ -103,7 +103,8 @@ class CEFactorRecorder(TaylorRecorder):
         op = dense_operator(d["g"], d["x"]) if "g" in d else jacobian_operator(d["j"].flatten(2))
         return CrossEntropyProblem(d["offset"], d["y"], op)
 
-    def solve(self) -> None:
+    def solve(self, on: str | None = None) -> None:
+        device, _ = self._solve_target(on)
         per_round = self.rows[0][0]["y"].shape[0] if self.groups and self.rows[0] else 0
         recorded = np.asarray(self.recorded)
         counts = np.array([(recorded < h).sum() for h in self.horizons])  # recorded rounds per horizon
@@ -114,7 +115,7 @@ class CEFactorRecorder(TaylorRecorder):
         bar = self._solve_bar(scales * len(self.horizons) * len(self.box_scales))
         for i, g in enumerate(self.groups):
             for j in [None] if g.joint else range(len(g.neurons)):
-                data = self.problem_data(i, j)
+                data = {k: v.to(device) for k, v in self.problem_data(i, j).items()}  # float64 there
                 thetas = torch.stack(self.thetas[i])  # (R, C, Q): theta^n_S per recorded round
                 iterates = (thetas if j is None else thetas[:, j]).flatten(1).numpy()
                 values = np.full((len(self.box_scales), len(self.horizons)), np.nan)

@@ -151,7 +151,9 @@ class CEReplayRecorder(TaylorRecorder):
         index = batch.to(self.data.train_x.device)
         return self.data.train_x[index].cpu(), self.data.train_y[index].cpu()
 
-    def solve(self) -> None:
+    def solve(self, on: str | None = None) -> None:
+        device, _ = self._solve_target(on)
+        template = copy.deepcopy(self.template).to(device)  # replayed rounds copy it: their passes run there
         recorded = np.asarray(self.recorded)
         counts = np.array([(recorded < h).sum() for h in self.horizons])  # recorded rounds per horizon
         losses = np.asarray(self.recorded_loss)
@@ -160,10 +162,10 @@ class CEReplayRecorder(TaylorRecorder):
         bar = self._solve_bar(len(self.groups) * len(self.horizons) * len(self.box_scales))
         optimum, used, loss = [], [], []
         for i, g in enumerate(self.groups):
-            rounds = [replayed_round(self.template, flat, g.layer, x.double()) for flat, (x, _) in
-                      zip(self.snapshots, examples)]
-            targets = [y for _, y in examples]
-            iterates = [r[3].numpy() for r in rounds]
+            rounds = [replayed_round(template, flat.to(device), g.layer, x.to(device, torch.float64))
+                      for flat, (x, _) in zip(self.snapshots, examples)]
+            targets = [y.to(device) for _, y in examples]
+            iterates = [r[3].cpu().numpy() for r in rounds]
             sizes = np.cumsum([0] + [t.shape[0] for t in targets])
             values = np.full((len(self.box_scales), len(self.horizons)), np.nan)
             for b, scale in enumerate(self.box_scales):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...runs.models import ReluNet
-from ..solver import QuadraticProblem, solve_quadratic_boxes
+from ..solver import QuadraticProblem, minimum_norm_solutions, solve_quadratic_boxes
 from .base import Group, TaylorRecorder
 from .gram import (
     padded_transpose,
@@ -312,8 +312,9 @@ class MSEStatsRecorder(TaylorRecorder):
             else:
                 self.snapshots[i].append({k: v.clone() for k, v in self.running[i].items()})
 
-    def _horizon_stats(self, i: int):
-        """Yield per horizon ``(H, g, s, samples, sum ||f - y||^2)`` in the scale layout, cumulative."""
+    def _horizon_stats(self, i: int, device: torch.device | str = "cpu"):
+        """Yield per horizon ``(H, g, s, samples, sum ||f - y||^2)`` in the scale layout, cumulative
+        (a factor group's Grams formed on ``device``)."""
         g = self.groups[i]
         m = len(g.neurons)  # for_group(i, m) keeps a neuron group's first m neurons; the data hold all
         if not self.factor[i]:
@@ -335,14 +336,15 @@ class MSEStatsRecorder(TaylorRecorder):
         total = None
         for snap in self.snapshots[i]:
             if snap["rows"]:
-                xt, w, u, cc, ee = (torch.cat(parts) for parts in zip(*snap["rows"]))
+                xt, w, u, cc, ee = (torch.cat(parts).to(device) for parts in zip(*snap["rows"]))
                 w, u, cc = w[:, :m], u[:, :m].double(), cc[:, :m].double()
                 inc = (weighted_grams(xt, w), u.T @ xt.double(), cc.sum(0) + ee.double().sum(),
                        torch.tensor([float(xt.shape[0])]), ee.double().sum().reshape(1))
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
             yield total
 
-    def solve(self) -> None:
+    def solve(self, on: str | None = None) -> None:
+        device, batched = self._solve_target(on)
         k = self.output_width
         optimum, used, loss = [], [], []
         bar = self._solve_bar(sum(1 if g.joint else len(g.neurons) for g in self.groups) * len(self.horizons))
@@ -352,9 +354,13 @@ class MSEStatsRecorder(TaylorRecorder):
             n_used = np.zeros((units, len(self.horizons)))
             mean_loss = np.full((units, len(self.horizons)), np.nan)
             warm: dict[tuple[int, int], np.ndarray] = {}
-            for e, stats in enumerate(self._horizon_stats(i)):
+            for e, stats in enumerate(self._horizon_stats(i, device)):
                 if stats is None:
                     continue
+                free = None
+                if batched:  # the unconstrained optima of the group's scales: one batched eigh on the device
+                    h_d, g_d = (t.to(device, torch.float64) for t in stats[:2])
+                    free = minimum_norm_solutions(*((h_d[None], g_d[None]) if g.joint else (h_d, g_d))).cpu().numpy()
                 h, gv, s, count, ee = (t.cpu().numpy() for t in stats)
                 n_used[:, e], mean_loss[:, e] = count[0], ee[0] / (count[0] * k)
                 hs, gs, ss = (h[None], gv[None], s) if g.joint else (h, gv, s)
@@ -363,7 +369,8 @@ class MSEStatsRecorder(TaylorRecorder):
                     boxes = [self.boxes(i, scale, None if g.joint else j) for scale in self.box_scales]
                     # warm start: the previous horizon's optimum for the same scale and box
                     starts = [warm.get((j, b)) for b in range(len(boxes))]
-                    for b, (solution, value) in enumerate(solve_quadratic_boxes(problem, boxes, starts)):
+                    solved = solve_quadratic_boxes(problem, boxes, starts, None if free is None else free[j])
+                    for b, (solution, value) in enumerate(solved):
                         values[j, b, e], warm[(j, b)] = value, solution
                     bar.update()
             optimum += list(values)

@@ -70,3 +70,35 @@ def test_scheduled_cross_entropy_recorders_give_the_every_epoch_optima_at_their_
     _same_optima(lambda h: CEReplayRecorder([Group(2, list(range(4)), True)], stride=2, box_scales=(1.0,),
                                             tol=1e-13, horizons=h), net, batches, "convnet", epochs=4,
                  schedule="log:2", lr=0.5)
+
+
+def _host_and_device(make, net, batches, task, epochs, lr=0.05):
+    """Solve one recording on the host path and on the device path (on the CPU here: the same code
+    a CUDA run takes, with the problems built in float64 on the run's device)."""
+    rec = make()
+    drive(rec, copy.deepcopy(net), batches, task, epochs=epochs, lr=lr)
+    host = rec.arrays()
+    rec.solve(on="device")
+    device = rec.arrays()
+    assert np.isfinite(host["optimum"]).all()
+    np.testing.assert_allclose(device["optimum"], host["optimum"], rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="on="):
+        rec.solve(on="gpu")
+
+
+def test_mse_device_path_equals_the_host_path():
+    _, net, _ = small_nets()[0]
+    batches = dense_batches(net, rounds=12)
+    groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(3, [0, 6], False)]
+    _host_and_device(lambda: MSEStatsRecorder(groups, box_scales=(1.0, 2.0, math.inf), factor_width=2, input_stride=2),
+                     net, batches, "autoencoder", epochs=3)
+
+
+def test_cross_entropy_device_path_equals_the_host_path():
+    _, net, x = small_nets()[1]
+    batches = conv_batches(net, x, rounds=8)
+    groups = [Group(2, [0, 2], False), Group(1, [0, 1, 2], True)]
+    _host_and_device(lambda: CEFactorRecorder(groups, stride=2, box_scales=(1.0, math.inf), dtype=torch.float64,
+                                              tol=1e-13), net, batches, "convnet", epochs=2, lr=0.5)
+    _host_and_device(lambda: CEReplayRecorder([Group(2, list(range(4)), True)], stride=2, box_scales=(1.0,),
+                                              tol=1e-13), net, batches, "convnet", epochs=2, lr=0.5)
