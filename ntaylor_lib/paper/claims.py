@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..runs.config import resolve_device
-from ..runs.files import ROOT, atomic_save_json, default_results_root, environment, json_digest
+from ..runs.files import ROOT, atomic_save_json, default_results_root, environment, file_digest, json_digest
 from ..runs.profiles import TASKS, Profile
 from ..taylor.regret import REGRET_RESOLUTION
 
@@ -457,9 +458,24 @@ def record_build(params: Profile, seconds: Mapping[str, float], command: str, ro
     return path
 
 
+def _reference_intact(folder: Path) -> bool:
+    """Whether shipped records still match their manifest (no manifest: nothing to check)."""
+    try:
+        manifest = json.loads((folder / REFERENCE_MANIFEST).read_text())["sha256"]
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / name).is_file() and file_digest(folder / name) == digest for name, digest in manifest.items())
+
+
 def _column(folder: Path, reference: bool) -> Column | None:
     first = next(iter(sorted(folder.glob("C*.json"))), None)
     if first is None:
+        return None
+    if reference and not _reference_intact(folder):
+        warnings.warn(f"{folder}: the shipped records differ from their {REFERENCE_MANIFEST}; not shown "
+                      "(restore them with git, or ship them again with python -m ntaylor_lib reference)", stacklevel=2)
         return None
     try:
         data = json.loads(first.read_text())
@@ -488,6 +504,42 @@ def columns(params: Profile | None = None, root: Path | None = None, reference: 
     return found
 
 
+#: Beside shipped records: each file's SHA-256, so that an edited record is not shown as recorded.
+REFERENCE_MANIFEST = "MANIFEST.json"
+
+
+def ship_reference(params: Profile, root: Path | None = None, reference: Path = REFERENCE) -> Path:
+    """Copy the store's claim records of ``params``'s setting, with its ``build.json``, into
+    ``reference/<setting>/``, with a manifest of their SHA-256 and a README naming the command that
+    recomputes them. Small JSON only: no runs. Returns the folder."""
+    source = record_path("C1", params.name, root, params.overrides).parent
+    files = sorted(source.glob("C*.json")) + ([source / BUILD_FILE] if (source / BUILD_FILE).is_file() else [])
+    if not any(f.name.startswith("C") for f in files):
+        raise FileNotFoundError(f"no claim records in {source}: build the book at this setting first "
+                                f"(bash scripts/book.sh --profile {params.name} ...)")
+    target = Path(reference) / source.name
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.json"):
+        old.unlink()
+    digests = {}
+    for f in files:
+        (target / f.name).write_bytes(f.read_bytes())
+        digests[f.name] = file_digest(target / f.name)
+    build = json.loads((source / BUILD_FILE).read_text()) if (source / BUILD_FILE).is_file() else {}
+    atomic_save_json({"setting": source.name, "sha256": digests}, target / REFERENCE_MANIFEST)
+    command = build.get("command") or f"bash scripts/book.sh --profile {params.name}"
+    (target / "README.md").write_text(
+        f"# Reference claim records: {setting_label(params.name, params.overrides)}\n\n"
+        "Recorded by this project's book build and shipped with the book, so that a reader of another\n"
+        "setting sees these verdicts too (marked as recorded, not recomputed). They were made by\n\n"
+        f"    {command}\n\n"
+        "which recomputes them: once the results store holds records of this setting, the book shows\n"
+        "those instead. `build.json` gives each chapter's seconds; `MANIFEST.json` the SHA-256 of every\n"
+        f"file here. Refreshed with `python -m ntaylor_lib reference --profile {params.name}"
+        + "".join(f" --set {k}={_text(v)}" for k, v in sorted(_plain(params.overrides).items())) + "`.\n")
+    return target
+
+
 def counts(rows: Sequence[ClaimRow]) -> dict[str, int]:
     """How many claims have each verdict."""
     return {v: sum(1 for r in rows if r.result.verdict == v) for v in VERDICTS}
@@ -498,5 +550,6 @@ __all__ = [
     "c1_regret_growth", "c2_convnet_fits", "c3_sgd_worse", "c4_taylor_gap", "c5_rmsprop_explores",
     "c6_adam_between", "c7_better_optimum", "clamped_equals_taylor", "columns", "convex_on_grid", "counts",
     "final_values", "grows_like_sqrt_n", "kinks_are_switches", "kinks_grow_with_depth", "record", "record_build",
+    "ship_reference",
     "record_path", "scoped", "setting_label", "setting_name", "table", "taylor_touches_loss", "unmeasurable",
 ]
