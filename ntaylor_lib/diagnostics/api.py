@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exploration.configurations import pack_bits
-from ..exploration.metrics import exploration_metrics, exploration_summary
+from ..exploration.configurations import pack_bits, unpack_bits
+from ..exploration.metrics import exploration_metrics, exploration_summary, novelty, switches
 from ..runs.profiles import ParameterError
 from ..taylor.jacobians import RULES, layer_matrix
 from ..taylor.recorders.base import horizon_epochs
@@ -253,7 +253,17 @@ class TaylorDiagnostics:
                     c = torch.einsum("nkcq,cq->nkc", j, theta) - residual[:, :, None]
                     gv = torch.einsum("nkcq,nkc->cq", j, c)
                     s = (c * c).sum((0, 1))
-            else:
+            elif len(parts) == 1 and parts[0][0] == "dense":
+                # a dense layer whole: J^T J = sum_n (G^T G)_n kron x~_n x~_n^T, never forming J (N, K, C Q)
+                _, g, xt = parts[0]
+                g, xt = g.double(), xt.double()
+                units = g.shape[2]
+                c = torch.einsum("nkc,nc->nk", g, xt @ theta[0].view(units, -1).T) - residual
+                gram = torch.einsum("nkc,nkd->ncd", g, g)
+                h = torch.einsum("ncd,nq,nr->cqdr", gram, xt, xt).reshape(1, units * xt.shape[1], -1)
+                gv = torch.einsum("nkc,nk,nq->cq", g, c, xt).reshape(1, -1)
+                s = (c * c).sum()[None]
+            else:  # conv layers, or several layers (the network): the per-sample Jacobian itself
                 j = torch.cat([self._flat(kind, g, xt) for kind, g, xt in parts], dim=2)  # (N, K, P)
                 c = j @ theta[0] - residual
                 h, gv, s = (torch.einsum("nkp,nkq->pq", j, j)[None], torch.einsum("nkp,nk->p", j, c)[None],
@@ -286,9 +296,13 @@ class TaylorDiagnostics:
                 row = {"g": g, "x": xt} if kind == "dense" else {"j": g}
                 shift = g * (xt @ theta.T)[:, None, :] if kind == "dense" else torch.einsum("nkcq,cq->nkc", g, theta)
                 row["offset"] = f[:, :, None] - shift
+            elif len(parts) == 1 and parts[0][0] == "dense":  # the factors, as for one neuron
+                _, g, xt = parts[0]
+                shift = torch.einsum("nkc,nc->nk", g, xt @ theta[0].view(g.shape[2], -1).T)  # J theta
+                row = {"g": g, "x": xt, "offset": f - shift}
             else:
                 j = torch.cat([self._flat(kind, g, xt) for kind, g, xt in parts], dim=2).to(f.dtype)
-                row = {"j": j[:, :, None], "offset": f - j @ theta[0]}
+                row = {"j": j, "offset": f - j @ theta[0]}  # (N, K, P)
             row["y"] = y[:keep]
             self.thetas[i].append(self._theta(spec).cpu())
             self.rows[i].append({k: v.cpu() for k, v in row.items()})
@@ -367,8 +381,11 @@ class TaylorDiagnostics:
         data = {key: torch.cat([r[key] for r in rows]) for key in rows[0]} if rows else {}
         data = {key: v.double() if v.is_floating_point() else v for key, v in data.items()}
         for u in range(len(units)):
-            pick = {key: (v[:, :, u] if key == "offset" and units[u] is not None else
-                          v[:, :, u : u + 1] if key in ("g", "j") else v) for key, v in data.items()}
+            if units[u] is None:  # the whole scale
+                pick = data
+            else:  # one neuron: its column of the factors or Jacobians, its offsets
+                pick = {key: v[:, :, u] if key == "offset" else v[:, :, u : u + 1] if key in ("g", "j") else v
+                        for key, v in data.items()}
             iterates = torch.stack([th[0 if units[u] is None else u] for th in self.thetas[i]]).numpy()
             for b, scale in enumerate(self.box_scales):
                 box, previous = self._boxes(i, None if units[u] is None else u, scale), None
@@ -399,13 +416,34 @@ class TaylorDiagnostics:
         metrics), and their one-number summaries (``summary``)."""
         if len(self.configurations) < 2:
             raise ParameterError("exploration needs a probe (attach(..., probe=x)) and at least one epoch_end()")
-        units = sum(p[0].numel() for p in trace(self.modules, self.probe[:1]).pre_gate if p is not None)
+        units = sum(_layer_units(self))
         arrays = {"configurations/packed": np.stack(self.configurations),
                   "configurations/epoch_end": np.arange(len(self.configurations)),
                   "configurations/units": np.asarray(units),
                   "configurations/epoch": np.asarray(self.configuration_epochs)}
         metrics = exploration_metrics(arrays, seed=seed)
         return {**metrics, "summary": exploration_summary(metrics)}
+
+    def layer_exploration(self) -> list[dict[str, float]]:
+        """Novelty and switches of each activation layer's own configuration (its units alone):
+        ``[{"layer": 1, "units", "novelty", "switches"}, ...]``, layers counted from the input,
+        novelty the mean over epochs >= 1, switches the mean over probe inputs."""
+        if len(self.configurations) < 2:
+            raise ParameterError("exploration needs a probe (attach(..., probe=x)) and at least one epoch_end()")
+        sizes = _layer_units(self)
+        bits = unpack_bits(np.stack(self.configurations), sum(sizes))
+        rows, start = [], 0
+        for layer, size in enumerate(sizes, start=1):
+            packed = pack_bits(bits[..., start : start + size])
+            start += size
+            rows.append({"layer": layer, "units": size, "novelty": float(np.nanmean(novelty(packed, size)[1:])),
+                         "switches": float(np.mean(switches(packed, size)))})
+        return rows
+
+
+def _layer_units(diag: TaylorDiagnostics) -> list[int]:
+    """Units of each ReLU or LeakyReLU module, in order (the configuration's layers)."""
+    return [p[0].numel() for p in trace(diag.modules, diag.probe[:1]).pre_gate if p is not None]
 
 
 def _need_epochs(epochs: int | None) -> int:

@@ -8,11 +8,11 @@ optimizer by name.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import nn
 
+from ..runs.optimizers import build_optimizer
 from ..runs.profiles import ParameterError
 
 #: Per profile: training images (0: all 60k), epochs, minibatch, cross-entropy recording
@@ -25,15 +25,8 @@ SETTINGS: dict[str, dict[str, int]] = {
 #: The scales: both conv layers whole, four neurons of the first dense layer, the output layer whole.
 SCALES = ("layer:1", "layer:2", "neurons:3:0,10,20,31", "layer:4")
 #: Default learning rates by optimizer (the chapter's parameter ``lr`` overrides them).
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
-    "sgd": (torch.optim.SGD, {"lr": 0.1}),
-    "momentum": (torch.optim.SGD, {"lr": 0.03, "momentum": 0.9}),
-    "nesterov": (torch.optim.SGD, {"lr": 0.03, "momentum": 0.9, "nesterov": True}),
-    "adagrad": (torch.optim.Adagrad, {"lr": 0.03}),
-    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
-    "adam": (torch.optim.Adam, {"lr": 1e-3}),
-    "adamw": (torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01}),
-}
+DEFAULT_RATES: dict[str, float] = {"sgd": 0.1, "momentum": 0.03, "nesterov": 0.03, "adagrad": 0.03,
+                                   "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "signsgd": 1e-3}
 
 
 def vgg_style_net(width: int = 8, classes: int = 10) -> nn.Sequential:
@@ -60,15 +53,10 @@ def settings(profile: str) -> dict[str, int]:
 
 def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter],
                    lr: float | None = None) -> torch.optim.Optimizer:
-    """``name`` (one of :data:`OPTIMIZERS`) with its default settings, ``lr`` replacing the rate when given."""
-    if name not in OPTIMIZERS:
-        raise ParameterError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
-    kind, kwargs = OPTIMIZERS[name]
-    if lr is not None:
-        if not (isinstance(lr, (int, float)) and 0 < lr < float("inf")):
-            raise ParameterError(f"lr={lr!r} must be a finite number > 0")
-        kwargs = {**kwargs, "lr": float(lr)}
-    return kind(parameters, **kwargs)
+    """``name`` (one of :data:`DEFAULT_RATES`) at its default rate, or at ``lr`` when given."""
+    if name not in DEFAULT_RATES:
+        raise ParameterError(f"optimizer={name!r} is not one of {', '.join(DEFAULT_RATES)}")
+    return build_optimizer(name, parameters, DEFAULT_RATES[name] if lr is None else lr)
 
 
-__all__ = ["OPTIMIZERS", "SCALES", "SETTINGS", "make_optimizer", "settings", "vgg_style_net"]
+__all__ = ["DEFAULT_RATES", "SCALES", "SETTINGS", "make_optimizer", "settings", "vgg_style_net"]

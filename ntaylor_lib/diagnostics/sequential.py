@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import vjp, vmap
+from torch.func import jvp, vjp, vmap
+
+from ..runs.models import ReluNet
 
 #: Module types a diagnosed network may hold (nested ``nn.Sequential``s are flattened).
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
@@ -174,23 +176,54 @@ def output_by_preactivation(modules: Sequence[nn.Module], t: SequentialTrace, l:
                             neurons: Sequence[int] | None = None) -> torch.Tensor:
     """``J^L_l = d f / d a_l`` per sample for the chosen units (conv: channels) of weight layer ``l``.
 
-    One ``vjp`` of the clamped tail, applied to the ``K`` rows of the identity at once with
-    ``vmap`` (each sample's rows are its own: the tail mixes no samples).
+    The clamped tail is linear, and its samples do not mix, so its Jacobian's rows come from
+    one reverse pass per output (``vjp`` on the ``K`` rows of the identity) and its columns
+    from one forward pass per unit of ``a_l`` (``jvp`` on the basis): both batched with
+    ``vmap``, whichever count is smaller (the autoencoder's 784 outputs against a layer of
+    20 units: 20 forward passes).
 
     Returns:
         ``(N, K, C)`` after a dense layer, ``(N, K, C, H, W)`` after a conv layer.
     """
     a = t.pre[l - 1].detach()
-    k = t.output.shape[1]
+    n, k = a.shape[0], t.output.shape[1]
+    chosen = list(range(a.shape[1])) if neurons is None else list(neurons)
+    per_channel = a[0, 0].numel()
+    tail = clamped_tail(modules, t, l)
     with torch.enable_grad():
-        _, pullback = vjp(clamped_tail(modules, t, l), a)
+        if len(chosen) * per_channel < k:  # forward: one jvp per chosen unit
+            units = len(chosen) * per_channel
+            basis = torch.zeros(units, *a.shape[1:], dtype=a.dtype, device=a.device)
+            flat = torch.arange(units, device=a.device)
+            channel = torch.as_tensor(chosen, device=a.device).repeat_interleave(per_channel)
+            basis.view(units, a.shape[1], -1)[flat, channel, flat % per_channel] = 1.0
+            columns = vmap(lambda d: jvp(tail, (a,), (d.expand_as(a),))[1])(basis)  # (units, N, K)
+            return columns.view(len(chosen), *a.shape[2:], n, k).movedim((-2, -1), (0, 1)).detach()
+        _, pullback = vjp(tail, a)
         eye = torch.eye(k, dtype=a.dtype, device=a.device)
-        rows = vmap(lambda e: pullback(e.expand(a.shape[0], k))[0])(eye)  # (K, N, C, ...)
+        rows = vmap(lambda e: pullback(e.expand(n, k))[0])(eye)  # (K, N, C, ...)
     rows = rows.movedim(0, 1).detach()
-    return rows if neurons is None else rows[:, :, list(neurons)].contiguous()
+    return rows if neurons is None else rows[:, :, chosen].contiguous()
+
+
+def as_sequential(net: ReluNet) -> nn.Sequential:
+    """One of the book's networks (:class:`~ntaylor_lib.runs.models.ReluNet`) as a plain ``nn.Sequential``
+    sharing its layers: ReLU after every hidden layer, ``MaxPool2d(2)`` where it pools, ``Flatten``
+    before the first dense layer after a conv layer. The same function of the same weights."""
+    modules: list[nn.Module] = []
+    for l, layer in enumerate(net.layers):
+        if isinstance(layer, nn.Linear) and l and isinstance(net.layers[l - 1], nn.Conv2d):
+            modules.append(nn.Flatten())
+        modules.append(layer)
+        if l < net.depth - 1:
+            modules.append(nn.ReLU())
+            if net.pool[l]:
+                modules.append(nn.MaxPool2d(2))
+    return nn.Sequential(*modules)
 
 
 __all__ = [
+    "as_sequential",
     "ACTIVATIONS",
     "SUPPORTED",
     "SequentialTrace",

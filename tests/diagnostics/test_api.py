@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from ntaylor_lib.diagnostics import SUPPORTED, UnsupportedModule, attach
-from ntaylor_lib.diagnostics.sequential import modules_of, output_by_preactivation, trace, weight_layers
+from ntaylor_lib.diagnostics.sequential import as_sequential, modules_of, output_by_preactivation, trace, weight_layers
 from ntaylor_lib.runs.profiles import ParameterError
 from ntaylor_lib.taylor.jacobians import RULES
 from ntaylor_lib.taylor.recorders import CEFactorRecorder, Group, MSEStatsRecorder
@@ -24,17 +24,7 @@ from tests.taylor.nets import conv_batches, dense_batches, drive, small_nets
 
 
 def _sequential_of(net) -> nn.Sequential:
-    """The ReluNet as a plain Sequential with the same weights (ReLU, and 2x2 max-pooling where it pools)."""
-    modules = []
-    for l, layer in enumerate(net.layers):
-        if isinstance(layer, nn.Linear) and l and isinstance(net.layers[l - 1], nn.Conv2d):
-            modules.append(nn.Flatten())
-        modules.append(copy.deepcopy(layer))
-        if l < net.depth - 1:
-            modules.append(nn.ReLU())
-            if net.pool[l]:
-                modules.append(nn.MaxPool2d(2))
-    return nn.Sequential(*modules)
+    return as_sequential(copy.deepcopy(net))
 
 
 def _train(diag, model, batches, epochs, lr):
@@ -67,12 +57,12 @@ def test_mse_optima_equal_the_book_recorder_on_a_dense_relu_net():
 def test_cross_entropy_optima_equal_the_book_recorder_on_a_conv_net_with_pooling():
     _, net, x = small_nets()[1]
     batches = conv_batches(net, x, rounds=8)
-    groups = [Group(2, [0, 2], False), Group(1, [0, 1, 2], True)]
+    groups = [Group(2, [0, 2], False), Group(1, [0, 1, 2], True), Group(3, list(range(5)), True)]
     book = CEFactorRecorder(groups, stride=2, box_scales=(1.0, math.inf), dtype=torch.float64, tol=1e-13)
     drive(book, copy.deepcopy(net), batches, "convnet", epochs=2, lr=0.5)
     model = _sequential_of(net)
-    diag = attach(model, "cross_entropy", ["neurons:2:0,2", "layer:1"], box_scales=(1.0, math.inf), stride=2,
-                  tol=1e-13)
+    diag = attach(model, "cross_entropy", ["neurons:2:0,2", "layer:1", "layer:3"], box_scales=(1.0, math.inf),
+                  stride=2, tol=1e-13)
     _train(diag, model, batches, epochs=2, lr=0.5)
     ours, theirs = diag.arrays(), book.arrays()
     assert list(ours["labels"]) == list(theirs["labels"])
@@ -204,3 +194,25 @@ def test_bad_settings_are_refused_before_training(kwargs, match):
     args = {"loss": "mse", "scales": ["layer:1"], **kwargs}
     with pytest.raises(ParameterError, match=match):
         attach(_sequential_of(net), **args)
+
+
+def test_layer_exploration_is_the_metrics_of_each_layers_own_units():
+    """Per-layer novelty and switches against the definitions on each layer's slice of the configuration."""
+    from ntaylor_lib.exploration.metrics import novelty_reference, switches_reference
+
+    _, net, _ = small_nets()[0]
+    model = _sequential_of(net)
+    probe = torch.randn(7, 6, dtype=torch.float64)
+    diag = attach(model, "mse", ["layer:1"], probe=probe)
+    _train(diag, model, dense_batches(net, rounds=6), epochs=3, lr=0.3)
+    configs = np.stack([np.unpackbits(c, axis=-1, count=9).astype(bool) for c in diag.configurations])
+    rows = diag.layer_exploration()
+    assert [r["units"] for r in rows] == [5, 4]
+    for r, part in zip(rows, (configs[..., :5], configs[..., 5:])):
+        assert r["novelty"] == pytest.approx(np.nanmean(novelty_reference(part)[1:]))
+        assert r["switches"] == pytest.approx(np.mean(switches_reference(part)))
+
+
+def test_a_book_network_as_a_sequential_is_the_same_function():
+    for _, net, x in small_nets():
+        torch.testing.assert_close(as_sequential(net)(x), net(x), rtol=0, atol=0)
