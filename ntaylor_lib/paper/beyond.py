@@ -110,7 +110,7 @@ def train_once(task: str, optimizer: str, lr: float, seed: int, setting: Mapping
                 break
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         if diverged:
             break
         if diag is not None:
