@@ -56,6 +56,11 @@ class RunConfig:
         if self.task == "convnet" and self.width < 1:
             raise ParameterError("the convnet needs width >= 1")
 
+    @property
+    def rounds_per_epoch(self) -> int:
+        """Optimizer steps per epoch: the full minibatches of the training images used (``train_size`` 0: all)."""
+        return (self.train_size or TRAIN_IMAGES[self.dataset]) // self.batch_size
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["settings"] = dict(self.settings)
