@@ -580,8 +580,11 @@ def ship_reference(params: Profile, root: Path | None = None, reference: Path = 
 
 
 def counts(rows: Sequence[ClaimRow]) -> dict[str, int]:
-    """How many claims have each verdict."""
-    return {v: sum(1 for r in rows if r.result.verdict == v) for v in VERDICTS}
+    """How many claims have each verdict: the paper's three verdicts, or for hypotheses beyond it
+    (B1..B5) supported, not supported and not measurable."""
+    kinds = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE) if rows and rows[0].claim.beyond else \
+        (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE)
+    return {v: sum(1 for r in rows if r.result.verdict == v) for v in kinds}
 
 
 __all__ = [
