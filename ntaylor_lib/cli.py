@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from .paper.claims import ship_reference
 from .paper.experiments import MAIN_OPTIMIZERS, experiment_config
 from .paper.tuning import learning_rate
 from .runs.allocator import retain_freed_memory
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-html", action="store_true", help="execute the chapters but skip the HTML build")
     book.add_argument("--repair", action="store_true",
                       help="train stored runs again whose files are damaged (default: stop and say so)")
+
+    reference = sub.add_parser("reference", help="ship a setting's claim records with the book (book/reference/), "
+                                                 "so that other settings' books show its verdicts as recorded")
+    _add_profile_options(reference)
 
     sweep = sub.add_parser("sweep", help="execute one chapter over a grid of parameters with papermill, in parallel; "
                                          "one table of results")
@@ -150,6 +155,9 @@ def _command(args: argparse.Namespace) -> int:
         last = f": {len(losses)} rounds, last loss {losses[-1]:.4g}" if len(losses) else ""
         print(f"{run.status} run {run.key}{last}")
         print(run.path)
+        return 0
+    if args.command == "reference":
+        print(ship_reference(params))
         return 0
     if args.command == "book":
         check_only(args.only)

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ntaylor_lib"
 ROOT = PACKAGE.parent
 
 #: The layers, lowest first: a module may import from its own layer and those before it.
-LAYERS = ("_version", "runs", "notebooks", "taylor", "exploration", "sweep", "paper", "site", "cli", "__main__")
+LAYERS = ("_version", "runs", "notebooks", "taylor", "exploration", "diagnostics", "sweep", "paper", "site", "cli",
+          "__main__")
 #: Third-party packages that may be imported inside a function: optional, heavy, or needed only
 #: by the book, so that the core imports without them.
 OPTIONAL = {"scipy", "torchvision", "yaml", "jupytext", "nbformat", "papermill", "distributed", "vl_convert"}

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +38,14 @@ from typing import Any
 import numpy as np
 
 from ..runs.config import resolve_device
-from ..runs.files import ROOT, atomic_save_json, default_results_root, environment, json_digest
+from ..runs.files import ROOT, atomic_save_json, default_results_root, environment, file_digest, json_digest
 from ..runs.profiles import TASKS, Profile
 from ..taylor.regret import REGRET_RESOLUTION
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE)
+#: Verdicts of the hypotheses beyond the paper (B1..B5): the paper made no such claim to reproduce.
+SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, SUPPORTED, NOT_SUPPORTED)
 RECORD_FORMAT = 1
 
 # Thresholds, moved unchanged from the chapters that first typed them.
@@ -50,6 +53,8 @@ SLOPE_TOLERANCE = 0.1  # C1: a log-log slope counts as sqrt(N) growth when <= 0.
 FIT_ACCURACY = 0.99  # C2: "about 99%" training accuracy
 SGD_MARGIN = 1.1  # C3, C7: "clearly / significantly worse" = final loss at least 10% higher
 EQUAL_ACCURACY = 0.01  # C7: convnet optimizers "perform equally well" = accuracies within 1 point
+BOOTSTRAP_LEVEL = 0.9  # B2-B5: two-sided percentile intervals over seeds
+BOOTSTRAP_SAMPLES = 2000  # B2-B5: resamples of the seeds
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Claim:
     chapter: str  # book path, e.g. "book/theorem2"
     title: str  # the chapter's short name, for links
     rule: str
+    beyond: bool = False  # a hypothesis beyond the paper (B1..B5), not one of its claims
 
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in (
@@ -97,6 +103,34 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
 )}
 
 
+_INTERVAL = f"{BOOTSTRAP_LEVEL:.0%} bootstrap interval over seeds ({BOOTSTRAP_SAMPLES} resamples)"
+BEYOND_CLAIMS: dict[str, Claim] = {c.id: c for c in (
+    Claim("B1", "Optimizers the paper did not run (momentum, Nesterov, Adagrad, AdamW, signSGD) also have regret "
+          "growing like sqrt N.", "book/beyond_optimizers", "Beyond: optimizers",
+          f"For each of those optimizers and each task, the mean over seeds of the fitted log-log slope (box x1, "
+          f"mean over the recorded scales) is at most 0.5 + {SLOPE_TOLERANCE:g}.", True),
+    Claim("B2", "Exploration goes with performance: runs that explore more end with a lower training loss "
+          "(open question 1).", "book/beyond_optimizers", "Beyond: optimizers",
+          f"Per task, over every run of the study (each optimizer and noise variant at its tuned rate, each seed), "
+          f"Spearman's rank correlation between final training loss and novelty, and between final training loss "
+          f"and switches, is negative with its {_INTERVAL} below 0, on both tasks.", True),
+    Claim("B3", "Adaptive optimizers explore more than SGD in early layers than in late ones (open question 3).",
+          "book/beyond_optimizers", "Beyond: optimizers",
+          f"For RMSProp and Adam on each task, novelty relative to SGD's (the ratio of seed means) is larger at "
+          f"the first activation layer than at the last, the {_INTERVAL} of the difference above 0.", True),
+    Claim("B4", "Annealed gradient noise makes SGD explore more and end lower (Neelakantan et al., 2016).",
+          "book/beyond_optimizers", "Beyond: optimizers",
+          f"On each task, at some noise scale, noisy SGD's novelty minus SGD's has its {_INTERVAL} above 0 and "
+          f"its final training loss minus SGD's has it below 0.", True),
+    Claim("B5", "Momentum changes exploration in the direction RMSProp's normalisation does.",
+          "book/beyond_optimizers", "Beyond: optimizers",
+          f"On each task, momentum's and Nesterov's novelty minus SGD's has the sign of RMSProp's minus SGD's, "
+          f"all three differences with their {_INTERVAL} excluding 0.", True),
+)}
+#: Every claim and hypothesis by id (records, tables and results look them up here).
+ALL_CLAIMS: dict[str, Claim] = {**CLAIMS, **BEYOND_CLAIMS}
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     """A claim's verdict at one profile, the numbers it was decided on, and the rule used."""
@@ -108,8 +142,8 @@ class ClaimResult:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.claim not in CLAIMS:
-            raise ValueError(f"unknown claim {self.claim!r}; the claims are {', '.join(CLAIMS)}")
+        if self.claim not in ALL_CLAIMS:
+            raise ValueError(f"unknown claim {self.claim!r}; the claims are {', '.join(ALL_CLAIMS)}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r}; use one of {', '.join(VERDICTS)}")
 
@@ -186,7 +220,12 @@ def scoped(result: ClaimResult, params: Mapping[str, Any]) -> ClaimResult:
 
 def unmeasurable(claim: str, reason: str, numbers: dict[str, Any] | None = None) -> ClaimResult:
     """``claim`` as not measurable at this profile, with the reason (and whatever numbers there are)."""
-    return ClaimResult(claim, NOT_MEASURABLE, numbers or {}, CLAIMS[claim].rule, reason)
+    return ClaimResult(claim, NOT_MEASURABLE, numbers or {}, ALL_CLAIMS[claim].rule, reason)
+
+
+def hypothesis(claim: str, holds: bool, numbers: dict[str, Any]) -> ClaimResult:
+    """A hypothesis beyond the paper (B1..B5) decided by its rule: supported or not."""
+    return ClaimResult(claim, SUPPORTED if holds else NOT_SUPPORTED, numbers, BEYOND_CLAIMS[claim].rule)
 
 
 def _missing(values: Mapping[str, float], needed: Sequence[str], what: str) -> str | None:
@@ -359,7 +398,7 @@ def record(result: ClaimResult, params: Profile, root: Path | None = None) -> Pa
 
     Returns the record's path (:func:`record_path`).
     """
-    claim = CLAIMS[result.claim]
+    claim = ALL_CLAIMS[result.claim]
     payload = {
         "format": RECORD_FORMAT, "claim": result.claim, "statement": claim.statement, "chapter": claim.chapter,
         "verdict": result.verdict, "reason": result.reason, "rule": result.rule,
@@ -408,10 +447,11 @@ def _read(claim: Claim, profile: str, overrides: Mapping[str, Any], root: Path |
     return ClaimRow(claim, result, dict(data.get("provenance") or {}))
 
 
-def table(params: Profile, root: Path | None = None) -> list[ClaimRow]:
-    """C1..C7 at the profile ``params`` (its name and overrides), read from the records; a claim
-    whose chapter has not recorded it there is not measurable."""
-    return [_read(claim, params.name, _plain(params.overrides), root) for claim in CLAIMS.values()]
+def table(params: Profile, root: Path | None = None, beyond: bool = False) -> list[ClaimRow]:
+    """C1..C7 (``beyond``: the hypotheses B1..B5) at the profile ``params`` (its name and overrides),
+    read from the records; one whose chapter has not recorded it there is not measurable."""
+    registry = BEYOND_CLAIMS if beyond else CLAIMS
+    return [_read(claim, params.name, _plain(params.overrides), root) for claim in registry.values()]
 
 
 # Verdicts across settings: one column per profile and overrides that has records, from the run
@@ -457,9 +497,24 @@ def record_build(params: Profile, seconds: Mapping[str, float], command: str, ro
     return path
 
 
+def _reference_intact(folder: Path) -> bool:
+    """Whether shipped records still match their manifest (no manifest: nothing to check)."""
+    try:
+        manifest = json.loads((folder / REFERENCE_MANIFEST).read_text())["sha256"]
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / name).is_file() and file_digest(folder / name) == digest for name, digest in manifest.items())
+
+
 def _column(folder: Path, reference: bool) -> Column | None:
     first = next(iter(sorted(folder.glob("C*.json"))), None)
     if first is None:
+        return None
+    if reference and not _reference_intact(folder):
+        warnings.warn(f"{folder}: the shipped records differ from their {REFERENCE_MANIFEST}; not shown "
+                      "(restore them with git, or ship them again with python -m ntaylor_lib reference)", stacklevel=2)
         return None
     try:
         data = json.loads(first.read_text())
@@ -488,15 +543,55 @@ def columns(params: Profile | None = None, root: Path | None = None, reference: 
     return found
 
 
+#: Beside shipped records: each file's SHA-256, so that an edited record is not shown as recorded.
+REFERENCE_MANIFEST = "MANIFEST.json"
+
+
+def ship_reference(params: Profile, root: Path | None = None, reference: Path = REFERENCE) -> Path:
+    """Copy the store's claim records of ``params``'s setting, with its ``build.json``, into
+    ``reference/<setting>/``, with a manifest of their SHA-256 and a README naming the command that
+    recomputes them. Small JSON only: no runs. Returns the folder."""
+    source = record_path("C1", params.name, root, params.overrides).parent
+    files = sorted(source.glob("C*.json")) + ([source / BUILD_FILE] if (source / BUILD_FILE).is_file() else [])
+    if not any(f.name.startswith("C") for f in files):
+        raise FileNotFoundError(f"no claim records in {source}: build the book at this setting first "
+                                f"(bash scripts/book.sh --profile {params.name} ...)")
+    target = Path(reference) / source.name
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.json"):
+        old.unlink()
+    digests = {}
+    for f in files:
+        (target / f.name).write_bytes(f.read_bytes())
+        digests[f.name] = file_digest(target / f.name)
+    build = json.loads((source / BUILD_FILE).read_text()) if (source / BUILD_FILE).is_file() else {}
+    atomic_save_json({"setting": source.name, "sha256": digests}, target / REFERENCE_MANIFEST)
+    command = build.get("command") or f"bash scripts/book.sh --profile {params.name}"
+    (target / "README.md").write_text(
+        f"# Reference claim records: {setting_label(params.name, params.overrides)}\n\n"
+        "Recorded by this project's book build and shipped with the book, so that a reader of another\n"
+        "setting sees these verdicts too (marked as recorded, not recomputed). They were made by\n\n"
+        f"    {command}\n\n"
+        "which recomputes them: once the results store holds records of this setting, the book shows\n"
+        "those instead. `build.json` gives each chapter's seconds; `MANIFEST.json` the SHA-256 of every\n"
+        f"file here. Refreshed with `python -m ntaylor_lib reference --profile {params.name}"
+        + "".join(f" --set {k}={_text(v)}" for k, v in sorted(_plain(params.overrides).items())) + "`.\n")
+    return target
+
+
 def counts(rows: Sequence[ClaimRow]) -> dict[str, int]:
-    """How many claims have each verdict."""
-    return {v: sum(1 for r in rows if r.result.verdict == v) for v in VERDICTS}
+    """How many claims have each verdict: the paper's three verdicts, or for hypotheses beyond it
+    (B1..B5) supported, not supported and not measurable."""
+    kinds = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE) if rows and rows[0].claim.beyond else \
+        (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE)
+    return {v: sum(1 for r in rows if r.result.verdict == v) for v in kinds}
 
 
 __all__ = [
-    "CLAIMS", "Claim", "ClaimResult", "ClaimRow", "Column", "VERDICTS", "adaptive_above_sgd", "adaptive_below_sgd",
-    "c1_regret_growth", "c2_convnet_fits", "c3_sgd_worse", "c4_taylor_gap", "c5_rmsprop_explores",
-    "c6_adam_between", "c7_better_optimum", "clamped_equals_taylor", "columns", "convex_on_grid", "counts",
-    "final_values", "grows_like_sqrt_n", "kinks_are_switches", "kinks_grow_with_depth", "record", "record_build",
-    "record_path", "scoped", "setting_label", "setting_name", "table", "taylor_touches_loss", "unmeasurable",
+    "ALL_CLAIMS", "BEYOND_CLAIMS", "CLAIMS", "Claim", "ClaimResult", "ClaimRow", "Column", "VERDICTS",
+    "adaptive_above_sgd", "adaptive_below_sgd", "c1_regret_growth", "c2_convnet_fits", "c3_sgd_worse",
+    "c4_taylor_gap", "c5_rmsprop_explores", "c6_adam_between", "c7_better_optimum", "clamped_equals_taylor",
+    "columns", "convex_on_grid", "counts", "final_values", "grows_like_sqrt_n", "hypothesis", "kinks_are_switches",
+    "kinks_grow_with_depth", "record", "record_build", "record_path", "scoped", "setting_label", "setting_name",
+    "ship_reference", "table", "taylor_touches_loss", "unmeasurable",
 ]

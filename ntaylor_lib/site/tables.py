@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..paper.claims import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, ClaimRow, Column
+from ..paper.claims import NOT_MEASURABLE, NOT_REPRODUCED, NOT_SUPPORTED, REPRODUCED, SUPPORTED, ClaimRow, Column
 
 
 def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], caption: str = "") -> str:
@@ -24,7 +24,8 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], captio
     return f'<table class="ntaylor-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-VERDICT_COLOURS = {REPRODUCED: "#d7f0dc", NOT_REPRODUCED: "#f8d7da", NOT_MEASURABLE: "#e4e4e4"}
+VERDICT_COLOURS = {REPRODUCED: "#d7f0dc", NOT_REPRODUCED: "#f8d7da", NOT_MEASURABLE: "#e4e4e4",
+                   SUPPORTED: "#d7f0dc", NOT_SUPPORTED: "#f8d7da"}
 
 
 def chapter_link(chapter: str) -> str:

@@ -287,3 +287,22 @@ def test_a_build_note_keeps_each_chapters_latest_seconds(tmp_path):
     path = claims.record_build(params, {"book/b": 7.0}, "cmd", root=tmp_path)
     note = json.loads(path.read_text())
     assert note["chapters"] == {"book/a": 10.0, "book/b": 7.0} and note["total_s"] == 17.0
+
+
+def test_shipped_references_carry_a_manifest_and_the_command_and_an_edit_hides_them(tmp_path):
+    store, reference = tmp_path / "results", tmp_path / "reference"
+    paper = get_profile("paper", {"tasks": "autoencoder", "device": "cpu"})
+    with pytest.raises(FileNotFoundError, match="no claim records"):
+        claims.ship_reference(paper, root=store, reference=reference)
+    claims.record(claims.c3_sgd_worse({"adam": 0.1, "rmsprop": 0.1, "sgd": 0.5}), paper, root=store)
+    command = "bash scripts/book.sh --profile paper --set tasks=autoencoder --set device=cpu"
+    claims.record_build(paper, {"book/lr_tuning": 300.0}, command, root=store)
+    folder = claims.ship_reference(paper, root=store, reference=reference)
+    assert folder.name == "paper+device=cpu+tasks=autoencoder"
+    assert sorted(p.name for p in folder.iterdir()) == ["C3.json", "MANIFEST.json", "README.md", "build.json"]
+    assert command in (folder / "README.md").read_text()
+    other = tmp_path / "elsewhere"  # a store without this setting: the shipped column shows
+    assert [c.reference for c in claims.columns(None, root=other, reference=reference)] == [True]
+    (folder / "C3.json").write_text((folder / "C3.json").read_text().replace("0.5", "0.05"))
+    with pytest.warns(UserWarning, match="differ from their MANIFEST"):
+        assert claims.columns(None, root=other, reference=reference) == []

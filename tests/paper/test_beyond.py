@@ -1,0 +1,82 @@
+"""The beyond-the-paper study's statistics and rules, on rows whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from ntaylor_lib.paper import beyond, claims
+from ntaylor_lib.runs.profiles import ParameterError
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spearman_matches_scipy_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 5, size=12).astype(float), rng.normal(size=12)
+    assert beyond.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert math.isnan(beyond.spearman([1.0, 2.0], [3.0, 4.0]))  # too few pairs
+    assert math.isnan(beyond.spearman([1.0, 1.0, 1.0], [3.0, 4.0, 5.0]))  # no spread
+
+
+def test_the_bootstrap_interval_holds_the_estimate_and_is_a_point_for_a_constant():
+    values = {0: 1.0, 1: 2.0, 2: 4.0}
+    estimate, low, high = beyond.bootstrap_over_seeds([0, 1, 2], lambda s: float(np.mean([values[i] for i in s])))
+    assert estimate == pytest.approx(7 / 3) and 1.0 <= low <= estimate <= high <= 4.0
+    assert beyond.bootstrap_over_seeds([0, 1, 2], lambda s: 5.0)[1:] == (5.0, 5.0)
+
+
+def _rows(task="autoencoder", seeds=4, **variants):
+    """Rows of each variant: ``name=(novelty, loss, slope, [layer novelties])`` plus a little seed noise."""
+    rows = []
+    for variant, (novelty, loss, slope, layers) in variants.items():
+        optimizer = "sgd" if variant.startswith("sgd+noise") else variant
+        noise = float(variant.split()[-1]) if variant.startswith("sgd+noise") else 0.0
+        for s in range(seeds):
+            jitter = 1 + 0.01 * s
+            rows.append({"task": task, "variant": variant, "optimizer": optimizer, "noise": noise, "seed": s,
+                         "diverged": False, "novelty": novelty * jitter, "switches": novelty * jitter,
+                         "final_train_loss": loss * jitter, "slope": slope,
+                         "layers": [{"novelty": v * jitter} for v in layers]})
+    return rows
+
+
+def test_the_rules_say_supported_only_where_the_rows_show_it():
+    rows = _rows(**{"sgd": (0.1, 1.0, 0.4, [0.1, 0.1]), "rmsprop": (0.3, 0.5, 0.4, [0.6, 0.2]),
+                    "adam": (0.2, 0.6, 0.4, [0.4, 0.15]), "momentum": (0.25, 0.7, 0.3, [0.2, 0.2]),
+                    "nesterov": (0.22, 0.8, 0.3, [0.2, 0.2]), "adagrad": (0.12, 0.9, 0.5, [0.1, 0.1]),
+                    "adamw": (0.2, 0.6, 0.45, [0.3, 0.1]), "signsgd": (0.4, 0.4, 0.55, [0.5, 0.3]),
+                    "sgd+noise 0.1": (0.15, 0.95, 0.4, [0.1, 0.1])})
+    tasks = ["autoencoder"]
+    assert beyond.b1_new_optimizers_regret(rows, tasks).verdict == claims.SUPPORTED  # 0.55 <= 0.6
+    assert beyond.b2_exploration_and_loss(rows, tasks).verdict == claims.SUPPORTED  # more novelty, lower loss
+    assert beyond.b3_early_layers(rows, tasks).verdict == claims.SUPPORTED  # 6x and 4x SGD at layer 1, 2x at 2
+    assert beyond.b4_noise(rows, tasks, [0.1]).verdict == claims.SUPPORTED
+    assert beyond.b5_momentum(rows, tasks).verdict == claims.SUPPORTED
+    flipped = _rows(**{"sgd": (0.3, 1.0, 0.7, [0.3, 0.3]), "rmsprop": (0.5, 0.5, 0.4, [0.5, 0.5]),
+                       "adam": (0.4, 0.6, 0.4, [0.4, 0.4]), "momentum": (0.1, 0.7, 0.3, [0.1, 0.1]),
+                       "nesterov": (0.1, 0.8, 0.3, [0.1, 0.1]), "adagrad": (0.2, 0.9, 0.8, [0.2, 0.2]),
+                       "adamw": (0.2, 0.6, 0.45, [0.2, 0.2]), "signsgd": (0.2, 0.4, 0.55, [0.2, 0.2]),
+                       "sgd+noise 0.1": (0.2, 1.2, 0.4, [0.2, 0.2])})
+    assert beyond.b1_new_optimizers_regret(flipped, tasks).verdict == claims.NOT_SUPPORTED  # adagrad 0.8
+    assert beyond.b3_early_layers(flipped, tasks).verdict == claims.NOT_SUPPORTED  # equal ratios
+    assert beyond.b4_noise(flipped, tasks, [0.1]).verdict == claims.NOT_SUPPORTED  # less novelty, higher loss
+    assert beyond.b5_momentum(flipped, tasks).verdict == claims.NOT_SUPPORTED  # opposite direction to RMSProp
+
+
+def test_a_diverged_run_makes_b1_unmeasurable():
+    rows = _rows(**{o: (0.1, 1.0, 0.4, [0.1]) for o in beyond.STUDIED})
+    for r in rows:
+        if r["variant"] == "signsgd":
+            r["diverged"] = True
+    assert beyond.b1_new_optimizers_regret(rows, ["autoencoder"]).verdict == claims.NOT_MEASURABLE
+
+
+def test_settings_and_grids():
+    with pytest.raises(ParameterError, match="profile='huge'"):
+        beyond.settings("huge")
+    assert beyond.grid("adam", {"grid_points": 2}) == (3e-4, 1e-3)
+    assert beyond.grid("adam", {"grid_points": 9}) == beyond.GRIDS["adam"]
+    assert set(beyond.GRIDS) == set(beyond.STUDIED) and set(beyond.SETTINGS) == {"smoke", "cpu", "paper"}
