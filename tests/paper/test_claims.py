@@ -186,33 +186,10 @@ def test_summary_pages_execute_after_every_other_chapter():
         ["book/figure5", "book/theorem2", "book/claims"]
 
 
-def test_a_chapter_whose_tasks_are_not_run_is_a_page_that_says_so(tmp_path, monkeypatch):
-    """tasks=autoencoder: Figure 3 (the convnet's) is not executed; its page keeps its label and title."""
-    import nbformat
-
-    calls = []
-
-    def fake_execute(source, parameters, output):
-        calls.append(source.stem)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("{}")
-        return 0.0
-
-    monkeypatch.setattr(book, "execute_chapter", fake_execute)
-    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
-    assert book.build_book(get_profile("smoke", {"tasks": "autoencoder"}), html=False) == 0
-    assert "figure3" not in calls and "figure4" in calls and "figure2" in calls
-    page = nbformat.read(tmp_path / "_build" / "executed" / "book" / "figure3.ipynb", as_version=4)
-    text = page.cells[0].source
-    assert text.startswith("(figure3)=\n# Figure 3") and "Not run at this setting" in text and "convnet" in text
-    calls.clear()
-    assert book.build_book(get_profile("smoke", {"tasks": "convnet"}), html=False) == 0
-    assert {"figure2", "figure4", "observation1"}.isdisjoint(calls) and "figure3" in calls
-
-
-def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkeypatch):
-    """``book`` executes intro and claims after the chapters; ``--only figure4`` re-executes them too."""
-    calls = []
+def _fake_chapters(tmp_path, monkeypatch) -> list[str]:
+    """Chapters 'execute' into an empty notebook under ``tmp_path``; the returned list names each
+    executed chapter (``book/figure4``) in order."""
+    calls: list[str] = []
 
     def fake_execute(source, parameters, output):
         calls.append(source.relative_to(ROOT).with_suffix("").as_posix())
@@ -222,6 +199,27 @@ def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkey
 
     monkeypatch.setattr(book, "execute_chapter", fake_execute)
     monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
+    return calls
+
+
+def test_a_chapter_whose_tasks_are_not_run_is_a_page_that_says_so(tmp_path, monkeypatch):
+    """tasks=autoencoder: Figure 3 (the convnet's) is not executed; its page keeps its label and title."""
+    import nbformat
+
+    calls = _fake_chapters(tmp_path, monkeypatch)
+    assert book.build_book(get_profile("smoke", {"tasks": "autoencoder"}), html=False) == 0
+    assert "book/figure3" not in calls and "book/figure4" in calls and "book/figure2" in calls
+    page = nbformat.read(tmp_path / "_build" / "executed" / "book" / "figure3.ipynb", as_version=4)
+    text = page.cells[0].source
+    assert text.startswith("(figure3)=\n# Figure 3") and "Not run at this setting" in text and "convnet" in text
+    calls.clear()
+    assert book.build_book(get_profile("smoke", {"tasks": "convnet"}), html=False) == 0
+    assert {"book/figure2", "book/figure4", "book/observation1"}.isdisjoint(calls) and "book/figure3" in calls
+
+
+def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkeypatch):
+    """``book`` executes intro and claims after the chapters; ``--only figure4`` re-executes them too."""
+    calls = _fake_chapters(tmp_path, monkeypatch)
     smoke = get_profile("smoke")
     assert book.build_book(smoke, html=False) == 0
     notebooks = [f for f in book.toc_files() if book.is_notebook(ROOT / f"{f}.md")]
@@ -235,18 +233,9 @@ def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkey
 
 
 def test_only_on_an_empty_build_executes_the_named_chapter_alone(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_execute(source, parameters, output):
-        calls.append(source.stem)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("{}")
-        return 0.0
-
-    monkeypatch.setattr(book, "execute_chapter", fake_execute)
-    monkeypatch.setenv("NTAYLOR_BUILD", str(tmp_path))
+    calls = _fake_chapters(tmp_path, monkeypatch)
     assert book.build_book(get_profile("smoke"), only=["lr_tuning"], html=False) == 0
-    assert calls == ["lr_tuning"]  # not the other chapters, nor the summaries never executed
+    assert calls == ["book/lr_tuning"]  # not the other chapters, nor the summaries never executed
     assert book.build_book(get_profile("smoke"), only=["lr_tuning"], html=True) == 1  # the HTML needs them all
 
 
