@@ -88,12 +88,12 @@ def _active_set_qp(
 
     With ``mu = g - H v`` (the KKT multipliers), guess the coordinates held at each bound,
     solve the free block exactly, update the guess; stop when it repeats. Usually a handful
-    of iterations, each one Cholesky solve; ``None`` when it does not settle (then the caller
+    of iterations, each one Cholesky solve; ``None`` when it cycles or does not settle (then the caller
     falls back to projected Newton).
     """
     mu = g - h @ v
     scale = 1.0 / max(float(np.abs(np.diag(h)).max(initial=0.0)), 1e-300)
-    previous = None
+    previous, seen = None, set()
     for _ in range(max_iter):
         at_hi = mu * scale + (v - hi) > 0
         at_lo = mu * scale + (v - lo) < 0
@@ -101,7 +101,10 @@ def _active_set_qp(
         key = (at_lo.tobytes(), at_hi.tobytes())
         if key == previous:
             return np.clip(v, lo, hi)
+        if key in seen:  # a cycle (the method can cycle when H is not an M-matrix): it will not settle
+            return None
         previous = key
+        seen.add(key)
         free = ~(at_lo | at_hi)
         v = np.where(at_hi, hi, np.where(at_lo, lo, v))
         if free.any():
@@ -149,6 +152,8 @@ def _box_qp(h: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.
         steps.append((steepest, min(exact, 4 * span / (np.abs(steepest).max() + 1e-300))))
         moved = False
         for direction, alpha in steps:
+            if not math.isfinite(alpha):  # no curvature along an unbounded direction: not a step
+                continue
             for _ in range(60):
                 candidate = np.clip(v + alpha * direction, lo, hi)
                 fc = f(candidate)

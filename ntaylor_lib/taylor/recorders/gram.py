@@ -129,6 +129,12 @@ def stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors: 
     A full Gram is formed only where a layer is solved whole; a neuron's ``Gram_l[alpha, alpha]``
     is the squared norm of column ``alpha`` of ``F_l``.
 
+    The factors stay in the network's dtype, but every Gram is formed from them in float64: a
+    product of two float32 numbers is exact in float64, so each sample's Gram is positive
+    semidefinite to float64 rounding. (Formed in float32, the sums over a horizon came out
+    indefinite at about 1e-8 of their largest eigenvalue, and the box QPs, which then are not
+    convex, could not meet their optimality check: seconds per neuron instead of milliseconds.)
+
     Args:
         weights: ``W_l`` ``(R, C_l, C_{l-1})`` per layer, one per round.
         pre: pre-activations ``(R, N, C_l)``.
@@ -174,14 +180,15 @@ def stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors: 
                 norms = factor.square().sum(1)  # ||W_L[:, alpha]||^2, (R, C)
                 diags[l] = norms[:, None, chosen] * mask[..., chosen]
             if l in full:
-                product = (factor.transpose(1, 2) @ factor)[:, None]  # W_L^T W_L, (R, 1, C, C)
+                wide = factor.double()
+                product = (wide.transpose(1, 2) @ wide)[:, None]  # W_L^T W_L, (R, 1, C, C)
                 grams[l] = product * mask[..., :, None] * mask[..., None, :]
             above = mask
             continue
         from_above = bool(chosen) and l not in full and gram_above is not None
         if from_above:  # Gram_l[a, a] = D_l[a] W_{l+1}[:, a]^T Gram_{l+1} W_{l+1}[:, a]: no factor needed
             # as one product per round: the flat Gram by the flat outer products W[:, a] W[:, a]^T
-            c_above, w_chosen = gram_above.shape[-1], w[..., chosen]
+            c_above, w_chosen = gram_above.shape[-1], w[..., chosen].double()
             outer = (w_chosen[:, :, None, :] * w_chosen[:, None, :, :]).reshape(r, c_above * c_above, -1)
             diags[l] = torch.bmm(gram_above.reshape(r, n, c_above * c_above), outer) * mask[..., chosen]
             if l == lowest:
@@ -204,7 +211,7 @@ def stacked_grams(weights: list[torch.Tensor], pre: list[torch.Tensor], errors: 
             f = torch.bmm(f.view(r, rows * n, -1), w).view(r, rows, n, c)
         f.mul_(mask[:, None])  # D_l
         if l in full:
-            per_sample = f.permute(0, 2, 1, 3).reshape(r * n, -1, c)  # (R N, rows, C)
+            per_sample = f.permute(0, 2, 1, 3).reshape(r * n, -1, c).double()  # (R N, rows, C)
             grams[l] = torch.bmm(per_sample.transpose(1, 2), per_sample).view(r, n, c, c)
             if chosen:
                 diags[l] = grams[l].diagonal(dim1=2, dim2=3)[..., chosen]

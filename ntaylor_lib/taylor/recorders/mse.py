@@ -79,9 +79,9 @@ class MSEStatsRecorder(TaylorRecorder):
 
     def spec(self) -> dict[str, Any]:
         # "layout": the layer and neuron statistics are stored on symmetric triangles, factor rows with
-        # per-round sums of ||f - y||^2 (checkpoints of other layouts differ).
+        # per-round sums of ||f - y||^2, products in float64 (checkpoints of other layouts differ).
         return {**super().spec(), "input_stride": self.input_stride, "factor_width": self.factor_width,
-                "layout": "triangles-v3"}
+                "layout": "triangles-v4"}
 
     def _factor_mode(self, model: ReluNet, g: Group) -> bool:
         return not g.joint and model.layer(g.layer).in_features + 1 > self.factor_width
@@ -224,7 +224,9 @@ class MSEStatsRecorder(TaylorRecorder):
                 self._add_neurons(i, *parts, ee[active_rounds])
                 continue
             if g.layer not in padded:
-                padded[g.layer] = padded_transpose(inputs[g.layer - 1].flatten(0, 1))
+                # in float64: x~_i x~_j of float32 inputs is exact there, so every sample's x~ x~^T is
+                # positive semidefinite and so are the sums (see stacked_grams)
+                padded[g.layer] = padded_transpose(inputs[g.layer - 1].flatten(0, 1).double())
             if gram is not None and g.layer not in triangles:  # (output neurons need none)
                 triangles[g.layer] = triangle_rows(padded[g.layer])
             parts = tuple(None if t is None else t.flatten(0, 1) for t in (gram, r, a))  # rounds x samples
@@ -264,6 +266,7 @@ class MSEStatsRecorder(TaylorRecorder):
         ``ee``: ``sum_d ||f_d - y_d||^2`` of each round; ``triangle``: :func:`triangle_rows` of ``x~``,
         ``(q(q+1)/2, N)``."""
         c = a.shape[1]
+        gram, r, a, ee = gram.double(), r.double(), a.double(), ee.double()
         ga = torch.einsum("ncd,nd->nc", gram, a)
         self._add(
             i,
@@ -281,6 +284,8 @@ class MSEStatsRecorder(TaylorRecorder):
         ``r`` and ``a`` hold the group's neurons' columns, ``(N, m)``; ``ee``, ``sum_d ||f_d - y_d||^2``
         of each round. ``H`` is kept on the upper triangle, ``(q(q+1)/2, m)``: one product of
         ``triangle`` (:func:`triangle_rows` of ``x~``) with the weights ``w``."""
+        if not self.factor[i]:  # accumulated in float64, as the triangle is (see _flush)
+            gram, r, a, ee = (None if t is None else t.double() for t in (gram, r, a, ee))
         w = torch.ones_like(r) if gram is None else gram  # gram: (N, m) diagonal entries
         u = w * a - r  # J_alpha^T c / x~
         cc = w * a * a - 2 * a * r  # ||c||^2 per sample, less ||f - y||^2 (added as the rounds' sums)

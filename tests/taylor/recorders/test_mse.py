@@ -164,3 +164,28 @@ def test_chunked_statistics_equal_round_by_round_and_strided_factors_use_their_r
         m = len(used) * batches[0][0].shape[0] * k
         assert out[8]["labels"][1] == "layer1/neuron1"
         np.testing.assert_allclose(out[8]["optimum"][1, 0, e], np.sum((a @ v - b) ** 2) / m, rtol=1e-7)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_statistics_of_a_float32_network_are_positive_semidefinite_to_float64_rounding(traced):
+    """A float32 network's statistics are sums of per-sample ``w x~ x~^T`` (and ``(x~ x~^T) kron Gram``),
+    each positive semidefinite: formed in float64 from the float32 factors (whose products are exact
+    there) the sums stay so to float64 rounding, even where the inputs are linearly dependent (here
+    ``x_2 = x_0 + x_1``, as a dead or duplicated unit below makes them). Formed in float32 they came out
+    indefinite at about 1e-8 of their largest eigenvalue, and the box QPs then stalled."""
+    torch.manual_seed(0)
+    net = ReluNet([nn.Linear(6, 8), nn.Linear(8, 5), nn.Linear(5, 6)])
+    g = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(40):
+        x = torch.randn(64, 6, generator=g)
+        x[:, 2] = x[:, 0] + x[:, 1]
+        batches.append((x, torch.randn(64, 6, generator=g)))
+    groups = [Group(1, list(range(8)), False), Group(2, list(range(5)), True), Group(3, [0, 5], False)]
+    rec = MSEStatsRecorder(groups, box_scales=(1.0,), solve_at_end=False, chunk_rounds=8)
+    drive(rec, net, batches, "autoencoder", epochs=2, lr=0.01, traced=traced)
+    for i in range(len(groups)):
+        for stats in rec._horizon_stats(i):
+            h = stats[0].reshape(-1, *stats[0].shape[-2:])
+            lam = torch.linalg.eigvalsh(h)
+            assert bool((lam[:, 0] >= -1e-12 * lam[:, -1]).all()), (groups[i], lam[:, 0] / lam[:, -1])
