@@ -66,18 +66,28 @@ def chapter_tasks(path: Path) -> list[str] | None:
     return (front_matter(path).get("ntaylor") or {}).get("tasks")
 
 
-def not_run_page(source: Path, params: Profile, output: Path) -> None:
-    """Write, in place of an executed chapter whose tasks the profile does not run, a page that says so
-    (with the chapter's label and title, so that links to it still resolve)."""
+def opt_in_profiles(path: Path) -> list[str]:
+    """Profiles at which a chapter runs only when asked for by name (front matter ``ntaylor: {opt_in: [...]}``):
+    the chapters beyond the paper, whose ``paper`` settings take hours, are not part of a whole
+    ``paper`` build; ``--only`` names them."""
+    return list((front_matter(path).get("ntaylor") or {}).get("opt_in") or [])
+
+
+def not_run_page(source: Path, params: Profile, output: Path, reason: str | None = None) -> None:
+    """Write, in place of an executed chapter that this build does not run, a page that says why
+    (with the chapter's label and title, so that links to it still resolve). ``reason``: the
+    page's explanation; by default, that the profile does not run the tasks the chapter needs."""
     import nbformat
 
     lines = source.read_text().split("\n---", 1)[-1].splitlines()
     label = next((line for line in lines if line.startswith("(") and line.endswith(")=")), "")
     title = next((line for line in lines if line.startswith("# ")), f"# {source.stem}")
-    needs = " and the ".join(chapter_tasks(source) or [])
-    text = (f"{label}\n{title}\n\n**Not run at this setting.** This chapter needs the {needs}; this build, at "
-            f"profile `{params.name}`, runs `tasks={','.join(params['tasks'])}`. Build the book without that "
-            "setting (or with the task added) to compute it.\n")
+    if reason is None:
+        needs = " and the ".join(chapter_tasks(source) or [])
+        reason = (f"This chapter needs the {needs} task; this build, at profile `{params.name}`, runs "
+                  f"`tasks={','.join(params['tasks'])}`. Build the book without that setting (or with the task "
+                  "added) to compute it.")
+    text = f"{label}\n{title}\n\n**Not run at this setting.** {reason}\n"
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
     notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +233,12 @@ def build_book(params: Profile, only: Sequence[str] = (), html: bool = True) -> 
         # a summary page executed before reads the chapters that just ran: refresh it
         summary_stale = bool(timings) and done and executes_last(ROOT / f"{name}.md")
         if only and stem not in only and not summary_stale:
+            continue
+        if params.name in opt_in_profiles(ROOT / f"{name}.md") and stem not in only:
+            print(f"[book] {name}: not run at profile {params.name} unless named (--only {stem})", flush=True)
+            not_run_page(ROOT / f"{name}.md", params, executed / f"{name}.ipynb", reason=(
+                f"This chapter goes beyond the paper, and at profile `{params.name}` it takes hours, so a whole "
+                f"`{params.name}` build leaves it out. It runs when named: `{book_command(params)} --only {stem}`."))
             continue
         needs = chapter_tasks(ROOT / f"{name}.md")
         if needs is not None and not set(needs) & set(params["tasks"]):

@@ -217,6 +217,28 @@ def test_a_chapter_whose_tasks_are_not_run_is_a_page_that_says_so(tmp_path, monk
     assert {"book/figure2", "book/figure4", "book/observation1"}.isdisjoint(calls) and "book/figure3" in calls
 
 
+def test_chapters_beyond_the_paper_run_at_paper_only_when_named(tmp_path, monkeypatch):
+    """A whole ``paper`` build leaves out the chapters marked ``opt_in: [paper]`` (hours each) with a
+    page that gives the command running them; ``--only`` runs them; other profiles always do."""
+    import nbformat
+
+    calls = _fake_chapters(tmp_path, monkeypatch)
+    paper = get_profile("paper", {"tasks": "autoencoder", "device": "cpu"})
+    assert book.build_book(paper, html=False) == 0
+    assert {"book/beyond_optimizers", "book/your_own_network"}.isdisjoint(calls) and "book/figure4" in calls
+    page = nbformat.read(tmp_path / "_build" / "executed" / "book" / "beyond_optimizers.ipynb", as_version=4)
+    text = page.cells[0].source
+    assert text.startswith("(beyond-optimizers)=\n# Beyond the paper") and "Not run at this setting" in text
+    assert "bash scripts/book.sh --profile paper --set device=cpu --set tasks=autoencoder --only beyond_optimizers" \
+        in text
+    calls.clear()
+    assert book.build_book(paper, only=["beyond_optimizers"], html=False) == 0
+    assert calls == ["book/beyond_optimizers", "book/intro", "book/claims"]
+    calls.clear()
+    assert book.build_book(get_profile("smoke"), html=False) == 0
+    assert {"book/beyond_optimizers", "book/your_own_network"} <= set(calls)
+
+
 def test_book_runs_summaries_last_and_refreshes_them_after_only(tmp_path, monkeypatch):
     """``book`` executes intro and claims after the chapters; ``--only figure4`` re-executes them too."""
     calls = _fake_chapters(tmp_path, monkeypatch)
