@@ -49,10 +49,40 @@ def atomic_write_bytes(path: Path, payload: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
 
 
+class _HashingWriter(io.RawIOBase):
+    """A file that hashes what is written to it, on its way to disk."""
+
+    def __init__(self, handle) -> None:
+        super().__init__()
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self.size += view.nbytes
+        return self.handle.write(view)
+
+
 def atomic_save_torch(obj: Any, path: Path) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    """:func:`torch.save` of ``obj`` to ``path`` atomically, as :func:`atomic_write_bytes` writes.
+
+    Streamed to the temporary file and hashed on the way, never held in memory whole: a
+    paper-scale checkpoint holds gigabytes of recorder state, and a buffer of it (grown by
+    copies, then copied out) cost about three times that, which a process that keeps its
+    freed memory (:mod:`ntaylor_lib.runs.allocator`) kept for good at every larger checkpoint.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        writer = _HashingWriter(handle)
+        torch.save(obj, writer)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return {"sha256": writer.digest.hexdigest(), "bytes": writer.size}
 
 
 def atomic_save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> dict[str, Any]:

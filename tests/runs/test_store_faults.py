@@ -267,3 +267,22 @@ def _clocked_train(train, now, seconds_per_epoch):
             return checkpoint(state)
         return train(config, checkpoint=tick if checkpoint else None, **kwargs)
     return clocked
+
+
+def test_a_streamed_checkpoint_is_the_buffered_bytes_with_their_digest(tmp_path):
+    """atomic_save_torch streams to disk (a paper-scale checkpoint is gigabytes): the file holds exactly
+    what torch.save writes to a buffer, its manifest entry is that file's SHA-256 and size, it loads
+    back, and no temporary file is left."""
+    import io
+
+    from ntaylor_lib.runs.files import atomic_save_torch, file_digest
+
+    state = {"rows": [(torch.randn(300, 17), torch.arange(9))], "epoch": 3, "name": "x"}
+    info = atomic_save_torch(state, tmp_path / "checkpoint.pt")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == buffer.getvalue()
+    assert info == {"sha256": file_digest(tmp_path / "checkpoint.pt"), "bytes": len(buffer.getvalue())}
+    back = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert torch.equal(back["rows"][0][0], state["rows"][0][0]) and back["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
