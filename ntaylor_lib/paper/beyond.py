@@ -391,7 +391,7 @@ def b5_momentum(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> clai
 
 
 __all__ = [
-    "GRIDS", "NEW_OPTIMIZERS", "book_run_correlations", "PAPER_OPTIMIZERS", "SETTINGS", "STUDIED", "Study", "b1_new_optimizers_regret",
-    "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum", "bootstrap_over_seeds", "difference",
-    "grid", "layer_ratios", "settings", "spearman", "summary", "train_once",
+    "GRIDS", "NEW_OPTIMIZERS", "PAPER_OPTIMIZERS", "SETTINGS", "STUDIED", "Study", "b1_new_optimizers_regret",
+    "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum", "book_run_correlations",
+    "bootstrap_over_seeds", "difference", "grid", "layer_ratios", "settings", "spearman", "summary", "train_once",
 ]
