@@ -27,6 +27,7 @@ from torch import nn
 
 from ..diagnostics import attach
 from ..diagnostics.sequential import as_sequential
+from ..exploration.metrics import novelty, switches
 from ..runs.data import task_data
 from ..runs.files import atomic_save_json, default_results_root, json_digest
 from ..runs.models import autoencoder, convnet
@@ -34,7 +35,7 @@ from ..runs.optimizers import build_optimizer
 from ..runs.profiles import ParameterError
 from ..runs.progress import progress_bar
 from . import claims
-from .tuning import pick_rate
+from .tuning import final_train_loss, pick_rate
 
 FORMAT = 1  # of the stored rows: a change of what a row holds starts the study afresh
 PAPER_OPTIMIZERS = ("sgd", "rmsprop", "adam")
@@ -279,6 +280,28 @@ def layer_ratios(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def book_run_correlations(book_runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Question 1 over the book's own runs (``{task: {label: stored run}}``, Figure 5's: one seed each).
+
+    Per task, Spearman's rank correlation over the runs between the final training loss (mean over
+    the last epoch) and each exploration metric (novelty: mean over epochs >= 1; switches: mean over
+    probe inputs), from the configurations recorded at epoch ends. Descriptive: one seed, no interval.
+    """
+    rows = []
+    for task, runs in book_runs.items():
+        loss, explored = [], {"novelty": [], "switches": []}
+        for run in runs.values():
+            arrays = run.arrays
+            packed = arrays["configurations/packed"][arrays["configurations/epoch_end"]]
+            units = int(arrays["configurations/units"])
+            loss.append(final_train_loss(run))
+            explored["novelty"].append(float(np.nanmean(novelty(packed, units)[1:])))
+            explored["switches"].append(float(np.mean(switches(packed, units))))
+        rows.append({"task": task, "runs": len(loss), "optimizers": ", ".join(runs),
+                     **{f"rho(loss, {m})": spearman(loss, v) for m, v in explored.items()}})
+    return rows
+
+
 # ---------------------------------------------------------------------------- the hypotheses' rules
 
 
@@ -369,6 +392,6 @@ def b5_momentum(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> clai
 
 __all__ = [
     "GRIDS", "NEW_OPTIMIZERS", "PAPER_OPTIMIZERS", "SETTINGS", "STUDIED", "Study", "b1_new_optimizers_regret",
-    "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum", "bootstrap_over_seeds", "difference",
-    "grid", "layer_ratios", "settings", "spearman", "summary", "train_once",
+    "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum", "book_run_correlations",
+    "bootstrap_over_seeds", "difference", "grid", "layer_ratios", "settings", "spearman", "summary", "train_once",
 ]

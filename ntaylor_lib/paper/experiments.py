@@ -21,7 +21,7 @@ from ..runs.config import RunConfig, run_config
 from ..runs.models import AUTOENCODER_SIZES
 from ..runs.profiles import TASKS, ParameterError, Profile
 from ..runs.recorder import Recorder
-from ..runs.store import Run, RunStore
+from ..runs.store import Run, RunStore, run_key
 from ..taylor.recorders import CEFactorRecorder, CEReplayRecorder, Group, MSEStatsRecorder, TaylorRecorder, spread
 from .tuning import learning_rate
 
@@ -140,6 +140,25 @@ def exploration_runs(params: Profile, task: str, store: RunStore | None = None) 
     for lr in params["exploration_sgd_rates"]:
         runs[exploration_label("sgd", lr)] = standard_run(params, task, "sgd", lr=lr, taylor=False, store=store)
     return runs
+
+
+def stored_exploration_runs(params: Profile, task: str, store: RunStore | None = None) -> dict[str, Run]:
+    """Those of Figure 5's runs (:func:`exploration_runs`) that the store holds already, trained by no
+    one here: ``{}`` when the profile's rates are not tuned yet. For pages that read the book's runs
+    without making a lone chapter train them."""
+    store = store or RunStore()
+    wanted = {opt: (opt, None, True) for opt in ("rmsprop", "adam")}
+    wanted.update({exploration_label("sgd", lr): ("sgd", lr, False) for lr in params["exploration_sgd_rates"]})
+    found = {}
+    for label, (optimizer, lr, taylor) in wanted.items():
+        try:
+            config = experiment_config(params, task, optimizer, lr)
+        except ParameterError:  # no tuning stored: no run of this profile can exist yet
+            return {}
+        run = store.load(run_key(config, standard_recorders(task, params, taylor=taylor)))
+        if run is not None and run.status == "complete":
+            found[label] = run
+    return found
 
 
 def epoch_rows(runs: Mapping[str, Run], task: str) -> list[dict[str, Any]]:

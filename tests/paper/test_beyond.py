@@ -80,3 +80,44 @@ def test_settings_and_grids():
     assert beyond.grid("adam", {"grid_points": 2}) == (3e-4, 1e-3)
     assert beyond.grid("adam", {"grid_points": 9}) == beyond.GRIDS["adam"]
     assert set(beyond.GRIDS) == set(beyond.STUDIED) and set(beyond.SETTINGS) == {"smoke", "cpu", "paper"}
+
+
+def test_book_run_correlations_rank_the_runs_by_their_recorded_exploration():
+    """Runs whose configurations change more each epoch end lower: rho = -1 for both metrics, and
+    the metrics are those of the definitions (novelty_reference, switches_reference)."""
+    from types import SimpleNamespace
+
+    from ntaylor_lib.exploration.configurations import pack_bits
+    from ntaylor_lib.exploration.metrics import novelty_reference, switches_reference
+
+    rng = np.random.default_rng(0)
+    probes, units, epochs = 6, 20, 4
+    runs, expected = {}, []
+    for k, flips in enumerate((0.02, 0.1, 0.3)):
+        configs = [rng.random((probes, units)) < 0.5]
+        for _ in range(epochs):
+            configs.append(configs[-1] ^ (rng.random((probes, units)) < flips))
+        configs = np.stack(configs)
+        arrays = {"configurations/packed": pack_bits(configs), "configurations/epoch_end": np.arange(epochs + 1),
+                  "configurations/units": np.asarray(units)}
+        runs[f"run {k}"] = SimpleNamespace(arrays=arrays, status="complete", config=SimpleNamespace(epochs=epochs),
+                                           round_loss=np.full(epochs * 3, 1.0 - flips))
+        expected.append((np.nanmean(novelty_reference(configs)[1:]), np.mean(switches_reference(configs))))
+    (row,) = beyond.book_run_correlations({"autoencoder": runs})
+    assert row["runs"] == 3 and row["rho(loss, novelty)"] == pytest.approx(-1.0)
+    assert row["rho(loss, switches)"] == pytest.approx(-1.0)
+    assert np.all(np.diff([e[0] for e in expected]) > 0)  # the fixture ranks as intended
+
+
+def test_stored_exploration_runs_finds_only_runs_the_store_holds(tmp_path):
+    from ntaylor_lib.paper import experiments
+    from ntaylor_lib.runs.profiles import get_profile
+    from ntaylor_lib.runs.store import RunStore
+
+    params = get_profile("smoke", {"epochs": 1, "train_size": 64, "eval_size": 32, "probe_size": 16})
+    store = RunStore(tmp_path)
+    assert experiments.stored_exploration_runs(params, "autoencoder", store) == {}  # nothing trained here
+    rate = params["exploration_sgd_rates"][0]
+    experiments.standard_run(params, "autoencoder", "sgd", lr=rate, taylor=False, store=store, progress=False)
+    found = experiments.stored_exploration_runs(params, "autoencoder", store)
+    assert list(found) == [experiments.exploration_label("sgd", rate)]
