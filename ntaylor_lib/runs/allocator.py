@@ -12,6 +12,13 @@ that the process keeps its peak heap until it exits.
 The command line, the book's pages and the benchmarks call it once at start; a
 library user calls it (or not) in their own process. The benchmarks call it before
 timing the fast paths and their baselines alike.
+
+The Taylor solves are the exception (:func:`large_blocks_mapped`): they allocate blocks of
+hundreds of MB (a group's stacked Grams) between many small arrays, and a heap that is
+never trimmed and serves everything cannot reuse a freed large block once a small array
+sits in its hole, so it grew by about a gigabyte every half minute of the paper-scale
+autoencoder's solve until the process ran out of memory. There, blocks of
+:data:`LARGE_BLOCK` and more are mapped, and unmapped when freed.
 """
 
 from __future__ import annotations
@@ -19,10 +26,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's default
+#: Blocks at least this large are mapped inside :func:`large_blocks_mapped` (glibc's largest threshold).
+LARGE_BLOCK = 32 * 2**20
 _applied = False
+_mallopt = None
 
 
 def retain_freed_memory() -> bool:
@@ -31,7 +45,7 @@ def retain_freed_memory() -> bool:
     Returns:
         True when the setting is in force (glibc on Linux); False elsewhere, where it does nothing.
     """
-    global _applied
+    global _applied, _mallopt
     if _applied:
         return True
     if not sys.platform.startswith("linux"):
@@ -44,7 +58,23 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; the trim threshold's int bound (2 GiB) is ample
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _mallopt = mallopt if _applied else None
     return _applied
 
 
-__all__ = ["retain_freed_memory"]
+@contextmanager
+def large_blocks_mapped() -> Iterator[None]:
+    """Within the block, serve allocations of :data:`LARGE_BLOCK` bytes and more by ``mmap`` (returned
+    to the OS when freed), where :func:`retain_freed_memory` is in force; elsewhere it does nothing."""
+    if _mallopt is None:
+        yield
+        return
+    _mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
+    _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    try:
+        yield
+    finally:
+        _mallopt(_M_MMAP_MAX, 0)
+
+
+__all__ = ["LARGE_BLOCK", "large_blocks_mapped", "retain_freed_memory"]

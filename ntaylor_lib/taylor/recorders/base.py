@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...runs.allocator import large_blocks_mapped
 from ...runs.models import ReluNet
 from ...runs.profiles import parse_horizon_schedule
 from ...runs.progress import progress_bar
@@ -137,7 +138,8 @@ class TaylorRecorder(Recorder):
     def on_train_end(self, model: ReluNet, status: str) -> None:
         # Also after a divergence: the horizons reached before it still get their optimum.
         if self.solve_at_end and self.horizons:
-            self.solve()
+            with large_blocks_mapped():  # its large blocks freed for good (ntaylor_lib.runs.allocator)
+                self.solve()
 
     def _epoch_done(self) -> None:
         """Snapshot whatever the horizon needs (called at scheduled horizons only)."""
