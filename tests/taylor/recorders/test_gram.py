@@ -28,3 +28,5 @@ def test_weighted_grams_equal_the_dense_products():
     h = gram.weighted_grams(x, w)
     assert h.dtype == torch.float64 and h.shape == (4, 9, 9)
     torch.testing.assert_close(h, reference, rtol=1e-12, atol=0)
+    for block_rows in (1, 7, 64):  # the rows in blocks (the last one short), through reused workspaces
+        torch.testing.assert_close(gram.weighted_grams(x, w, block_rows=block_rows), reference, rtol=1e-12, atol=0)
