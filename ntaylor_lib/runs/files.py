@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> dict[str, Any]:
 
     Returns ``{"sha256", "bytes"}`` of what was written, for a manifest to list.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    return _atomic_write(path, lambda handle: handle.write(payload))
 
 
 class _HashingWriter(io.RawIOBase):
@@ -74,11 +67,17 @@ def atomic_save_torch(obj: Any, path: Path) -> dict[str, Any]:
     copies, then copied out) cost about three times that, which a process that keeps its
     freed memory (:mod:`ntaylor_lib.runs.allocator`) kept for good at every larger checkpoint.
     """
+    return _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def _atomic_write(path: Path, fill: Callable[[_HashingWriter], Any]) -> dict[str, Any]:
+    """``fill`` writes the content to a temporary file in ``path``'s folder, hashed on the way; it is
+    flushed to disk and renamed onto ``path``. Returns ``{"sha256", "bytes"}`` of what was written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         writer = _HashingWriter(handle)
-        torch.save(obj, writer)
+        fill(writer)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
