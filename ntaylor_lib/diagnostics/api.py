@@ -40,6 +40,7 @@ from torch import nn
 
 from ..exploration.configurations import pack_bits, unpack_bits
 from ..exploration.metrics import exploration_metrics, exploration_summary, novelty, switches
+from ..runs.allocator import large_blocks_mapped
 from ..runs.profiles import ParameterError
 from ..taylor.jacobians import RULES, layer_matrix
 from ..taylor.recorders.base import horizon_epochs
@@ -112,8 +113,9 @@ class TaylorDiagnostics:
         self.layers = [self.modules[i] for i in weight_layers(self.modules)]
         units = [m.out_features if isinstance(m, nn.Linear) else m.out_channels for m in self.layers]
         self.scales = [parse_scale(s, units) for s in scales]
-        if not self.scales:
-            raise ParameterError("scales is empty: name at least one of network, layer:L, neurons:L")
+        if not self.scales and probe is None:
+            raise ParameterError("scales is empty: name at least one of network, layer:L, neurons:L "
+                                 "(or give a probe to record exploration alone)")
         self.box_scales = [float(b) for b in box_scales]
         if not self.box_scales or any(not (b > 0) for b in self.box_scales):
             raise ParameterError(f"box_scales={list(box_scales)!r} must be numbers > 0 (inf: unconstrained)")
@@ -179,6 +181,11 @@ class TaylorDiagnostics:
         the one whose Taylor approximations are recorded (its dropout masks included).
         """
         self._solved = None
+        if not self.scales:  # exploration alone: the plain forward pass, nothing recorded per round
+            loss = self._loss(self.model(x), y)
+            self.round_loss.append(float(loss.detach()))
+            self.rounds += 1
+            return loss
         t = trace(self.modules, x)
         if t.output.dim() != 2:
             raise ParameterError(f"the network's output has shape {tuple(t.output.shape)}; the diagnostics need "
@@ -331,6 +338,8 @@ class TaylorDiagnostics:
         """The Taylor optima, in the layout of the book's recorders (``optimum`` ``(S, B, E)``, ...)."""
         if self._solved is not None:
             return self._solved
+        if not self.scales:
+            raise ParameterError("no Taylor scale is attached (exploration alone): attach with scales=[...]")
         if not self.horizons:
             raise ParameterError("no horizon yet: call epoch_end() at the end of each epoch")
         labels, layers, neurons, optimum, used, mean_loss = [], [], [], [], [], []
@@ -339,10 +348,11 @@ class TaylorDiagnostics:
             values = np.full((len(units), len(self.box_scales), len(self.horizons)), np.nan)
             n_used = np.zeros((len(units), len(self.horizons)))
             loss = np.full((len(units), len(self.horizons)), np.nan)
-            if self.loss == "mse":
-                self._solve_mse(i, units, values, n_used, loss)
-            else:
-                self._solve_ce(i, units, values, n_used, loss)
+            with large_blocks_mapped():  # as the book's recorders solve (ntaylor_lib.runs.allocator)
+                if self.loss == "mse":
+                    self._solve_mse(i, units, values, n_used, loss)
+                else:
+                    self._solve_ce(i, units, values, n_used, loss)
             labels += spec.labels()
             layers += [spec.layer or 0] * len(units)
             neurons += [-1 if a is None else a for a in units]
@@ -472,7 +482,8 @@ def attach(
             unsupported module raises :class:`~ntaylor_lib.diagnostics.sequential.UnsupportedModule`.
         loss: ``mse`` (mean over samples and outputs) or ``cross_entropy`` (mean over samples).
         scales: ``network``, ``layer:L``, ``neurons:L`` (every unit of weight layer ``L``, one
-            problem each) or ``neurons:L:i,j``; weight layers count from 1.
+            problem each) or ``neurons:L:i,j``; weight layers count from 1. Empty with a
+            ``probe``: exploration alone (the configurations, no Taylor recording or regret).
         box_scales: widenings of the iterates' box for the comparator (``inf``: unconstrained).
         stride, samples: cross-entropy only: record every ``stride``-th round, ``samples`` of its
             examples (0: all). Squared error uses every sample of every round.

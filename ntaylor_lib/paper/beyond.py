@@ -8,6 +8,8 @@ giving per run the final training loss, the regret's log-log slope and the explo
 metrics, whole and per layer. SGD with annealed gradient noise runs at SGD's pick. The
 hypotheses B1..B5 of :mod:`ntaylor_lib.paper.claims` are decided here from those rows, by
 rules written before the numbers were seen; intervals are percentile bootstraps over seeds.
+The tuning grid's runs record their exploration too (no Taylor recording), which gives
+question 1 over every optimizer and every rate (:func:`rate_grid_correlations`).
 
 Each finished run is kept as one JSON file under ``results/beyond/<setting>/`` (keyed by
 everything that makes it), so an interrupted study goes on from the runs it finished.
@@ -37,7 +39,7 @@ from ..runs.progress import progress_bar
 from . import claims
 from .tuning import final_train_loss, pick_rate
 
-FORMAT = 1  # of the stored rows: a change of what a row holds starts the study afresh
+FORMAT = 2  # of the stored rows: a change of what a row holds starts the study afresh
 PAPER_OPTIMIZERS = ("sgd", "rmsprop", "adam")
 NEW_OPTIMIZERS = ("momentum", "nesterov", "adagrad", "adamw", "signsgd")
 STUDIED = PAPER_OPTIMIZERS + NEW_OPTIMIZERS
@@ -83,15 +85,24 @@ def model_for(task: str, setting: Mapping[str, Any]) -> nn.Sequential:
     return as_sequential(convnet(in_channels=1, image_size=28, width=int(setting["convnet_width"])))
 
 
+#: What :func:`train_once` records: the diagnostics whole (regret and exploration), the activation
+#: configurations alone (exploration, no Taylor recording: cheap), or nothing (the loss).
+RECORD = ("taylor", "exploration", "none")
+
+
 def train_once(task: str, optimizer: str, lr: float, seed: int, setting: Mapping[str, Any], data: Any,
-               noise: float = 0.0, diagnose: bool = True, epochs: int | None = None) -> dict[str, Any]:
-    """One run: the final training loss (mean minibatch loss of the last epoch), and with ``diagnose``
-    the regret slopes and exploration of :func:`~ntaylor_lib.diagnostics.attach`'s diagnostics."""
+               noise: float = 0.0, record: str = "taylor", epochs: int | None = None) -> dict[str, Any]:
+    """One run: the final training loss (mean minibatch loss of the last epoch), and as ``record``
+    says (:data:`RECORD`) the regret slopes and exploration of
+    :func:`~ntaylor_lib.diagnostics.attach`'s diagnostics, or the exploration alone."""
+    if record not in RECORD:
+        raise ParameterError(f"record={record!r} is not one of {', '.join(RECORD)}")
     torch.manual_seed(seed)
     model = model_for(task, setting)
     opt = build_optimizer(optimizer, model.parameters(), lr, noise=noise, seed=seed)
-    diag = attach(model, LOSS[task], SCALES[task], box_scales=(1.0,), stride=int(setting["stride"]),
-                  samples=int(setting["samples"]), probe=data.probe_x) if diagnose else None
+    diag = None if record == "none" else attach(
+        model, LOSS[task], SCALES[task] if record == "taylor" else (), box_scales=(1.0,),
+        stride=int(setting["stride"]), samples=int(setting["samples"]), probe=data.probe_x)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss if task == "autoencoder" \
         else F.cross_entropy
     order, batch = torch.Generator().manual_seed(seed), int(setting["batch_size"])
@@ -120,9 +131,10 @@ def train_once(task: str, optimizer: str, lr: float, seed: int, setting: Mapping
                            "seed": int(seed), "diverged": diverged,
                            "final_train_loss": float(np.mean(losses)) if losses and not diverged else math.nan}
     if diag is not None and not diverged:
-        fits = diag.slopes()
-        row["slope"] = float(np.nanmean([f["slope"] for f in fits])) if fits else math.nan
-        row["slopes"] = {f["scale"]: f["slope"] for f in fits}
+        if record == "taylor":
+            fits = diag.slopes()
+            row["slope"] = float(np.nanmean([f["slope"] for f in fits])) if fits else math.nan
+            row["slopes"] = {f["scale"]: f["slope"] for f in fits}
         summary = diag.exploration()["summary"]
         row.update({k: summary[k] for k in ("novelty", "switches", "volume")})
         row["layers"] = diag.layer_exploration()
@@ -160,10 +172,14 @@ class Study:
         return row
 
     def tuned(self, task: str, optimizer: str) -> tuple[float | None, list[dict[str, Any]]]:
-        """The book's rule on the grid's final training losses (one seed, ``tuning_epochs`` epochs)."""
+        """The book's rule on the grid's final training losses (one seed, ``tuning_epochs`` epochs).
+
+        The grid's runs also record their exploration (configurations on the probe, no Taylor
+        recording), for question 1 over every rate (:func:`rate_grid_correlations`)."""
         rows = [self._cached({"kind": "tune", "task": task, "optimizer": optimizer, "lr": lr},
                              lambda lr=lr: train_once(task, optimizer, lr, 0, self.setting, self.data(task),
-                                                      diagnose=False, epochs=int(self.setting["tuning_epochs"])))
+                                                      record="exploration",
+                                                      epochs=int(self.setting["tuning_epochs"])))
                 for lr in grid(optimizer, self.setting)]
         return pick_rate(rows), rows
 
@@ -227,7 +243,8 @@ def bootstrap_over_seeds(seeds: Sequence[int], statistic: Callable[[Sequence[int
                          samples: int = claims.BOOTSTRAP_SAMPLES, level: float = claims.BOOTSTRAP_LEVEL,
                          seed: int = 0) -> tuple[float, float, float]:
     """``(estimate, low, high)``: ``statistic`` of the seeds, and its percentile interval when the
-    seeds are resampled with replacement (a statistic NaN on a resample is left out)."""
+    seeds are resampled with replacement (a statistic NaN on a resample is left out). The seeds
+    may be any ids the statistic understands (:func:`rate_grid_correlations` resamples runs)."""
     seeds = list(seeds)
     rng = np.random.default_rng(seed)
     draws = [statistic(list(rng.choice(seeds, size=len(seeds), replace=True))) for _ in range(samples)]
@@ -299,6 +316,35 @@ def book_run_correlations(book_runs: Mapping[str, Mapping[str, Any]]) -> list[di
             explored["switches"].append(float(np.mean(switches(packed, units))))
         rows.append({"task": task, "runs": len(loss), "optimizers": ", ".join(runs),
                      **{f"rho(loss, {m})": spearman(loss, v) for m, v in explored.items()}})
+    return rows
+
+
+EXPLORATION_METRICS = ("novelty", "switches", "volume")
+
+
+def rate_grid_correlations(tuning: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Question 1 over every optimizer and every rate: the tuning grid's runs (one seed each, all
+    of the same length), per task.
+
+    Spearman's rank correlation between the final training loss and each exploration metric
+    over the grid's finished runs, with a percentile interval from resampling the runs (not
+    seeds: each rate ran once), as ``"<metric> rho"``, ``"<metric> low"``, ``"<metric> high"``. A
+    negative rho: the runs that explored more ended lower.
+    """
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in tuning):
+        done = [r for r in tuning if r["task"] == task and not r["diverged"]
+                and all(math.isfinite(r.get(m, math.nan)) for m in EXPLORATION_METRICS)]
+        row: dict[str, Any] = {"task": task, "runs": len(done),
+                               "optimizers": len({r["optimizer"] for r in done})}
+        for metric in EXPLORATION_METRICS:
+            def rho(picked: Sequence[int], metric: str = metric) -> float:
+                return spearman([done[i]["final_train_loss"] for i in picked], [done[i][metric] for i in picked])
+
+            estimate, low, high = bootstrap_over_seeds(range(len(done)), rho) if len(done) >= 3 \
+                else (math.nan,) * 3
+            row[f"{metric} rho"], row[f"{metric} low"], row[f"{metric} high"] = estimate, low, high
+        rows.append(row)
     return rows
 
 
@@ -391,7 +437,8 @@ def b5_momentum(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> clai
 
 
 __all__ = [
-    "GRIDS", "NEW_OPTIMIZERS", "PAPER_OPTIMIZERS", "SETTINGS", "STUDIED", "Study", "b1_new_optimizers_regret",
-    "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum", "book_run_correlations",
-    "bootstrap_over_seeds", "difference", "grid", "layer_ratios", "settings", "spearman", "summary", "train_once",
+    "EXPLORATION_METRICS", "GRIDS", "NEW_OPTIMIZERS", "PAPER_OPTIMIZERS", "RECORD", "SETTINGS", "STUDIED", "Study",
+    "b1_new_optimizers_regret", "b2_exploration_and_loss", "b3_early_layers", "b4_noise", "b5_momentum",
+    "book_run_correlations", "bootstrap_over_seeds", "difference", "grid", "layer_ratios", "rate_grid_correlations",
+    "settings", "spearman", "summary", "train_once",
 ]

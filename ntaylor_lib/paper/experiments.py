@@ -133,13 +133,19 @@ def exploration_label(optimizer: str, lr: float) -> str:
     return f"sgd {lr:g}" if optimizer == "sgd" else optimizer
 
 
+def _exploration_specs(params: Profile) -> dict[str, tuple[str, float | None, bool]]:
+    """Figure 5's runs as ``{label: (optimizer, lr, Taylor recorders on)}`` (``lr`` None: the tuned rate)."""
+    specs: dict[str, tuple[str, float | None, bool]] = {
+        opt: (opt, None, True) for opt in ("rmsprop", "adam")}  # the main runs of training_curves, shared
+    specs.update({exploration_label("sgd", lr): ("sgd", lr, False) for lr in params["exploration_sgd_rates"]})
+    return specs
+
+
 def exploration_runs(params: Profile, task: str, store: RunStore | None = None) -> dict[str, Run]:
     """Figure 5's runs: ``{"rmsprop": ..., "adam": ..., "sgd 1": ..., "sgd 0.1": ..., ...}``."""
-    main = optimizer_runs(params, task, store)
-    runs = {"rmsprop": main["rmsprop"], "adam": main["adam"]}
-    for lr in params["exploration_sgd_rates"]:
-        runs[exploration_label("sgd", lr)] = standard_run(params, task, "sgd", lr=lr, taylor=False, store=store)
-    return runs
+    store = store or RunStore()
+    return {label: standard_run(params, task, optimizer, lr=lr, taylor=taylor, store=store)
+            for label, (optimizer, lr, taylor) in _exploration_specs(params).items()}
 
 
 def stored_exploration_runs(params: Profile, task: str, store: RunStore | None = None) -> dict[str, Run]:
@@ -147,10 +153,8 @@ def stored_exploration_runs(params: Profile, task: str, store: RunStore | None =
     one here: ``{}`` when the profile's rates are not tuned yet. For pages that read the book's runs
     without making a lone chapter train them."""
     store = store or RunStore()
-    wanted = {opt: (opt, None, True) for opt in ("rmsprop", "adam")}
-    wanted.update({exploration_label("sgd", lr): ("sgd", lr, False) for lr in params["exploration_sgd_rates"]})
     found = {}
-    for label, (optimizer, lr, taylor) in wanted.items():
+    for label, (optimizer, lr, taylor) in _exploration_specs(params).items():
         try:
             config = experiment_config(params, task, optimizer, lr)
         except ParameterError:  # no tuning stored: no run of this profile can exist yet

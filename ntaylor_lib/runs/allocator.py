@@ -37,6 +37,7 @@ _DEFAULT_MMAP_MAX = 65536  # glibc's default
 LARGE_BLOCK = 32 * 2**20
 _applied = False
 _mallopt = None
+_depth = 0  # open large_blocks_mapped blocks
 
 
 def retain_freed_memory() -> bool:
@@ -65,16 +66,22 @@ def retain_freed_memory() -> bool:
 @contextmanager
 def large_blocks_mapped() -> Iterator[None]:
     """Within the block, serve allocations of :data:`LARGE_BLOCK` bytes and more by ``mmap`` (returned
-    to the OS when freed), where :func:`retain_freed_memory` is in force; elsewhere it does nothing."""
+    to the OS when freed), where :func:`retain_freed_memory` is in force; elsewhere it does nothing.
+    Nested blocks are allowed: the outermost one restores the setting."""
+    global _depth
     if _mallopt is None:
         yield
         return
-    _mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
-    _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    if _depth == 0:
+        _mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
+        _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    _depth += 1
     try:
         yield
     finally:
-        _mallopt(_M_MMAP_MAX, 0)
+        _depth -= 1
+        if _depth == 0:
+            _mallopt(_M_MMAP_MAX, 0)
 
 
 __all__ = ["LARGE_BLOCK", "large_blocks_mapped", "retain_freed_memory"]

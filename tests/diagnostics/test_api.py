@@ -165,6 +165,24 @@ def test_exploration_metrics_from_the_probe():
     assert [r["scale"] for r in slope_rows] == ["layer1"]
 
 
+def test_exploration_alone_records_the_same_configurations_and_losses_as_the_whole_diagnostics():
+    """With no scale, the plain forward pass drives the same training: same round losses, same
+    configurations; asking it for regret is refused."""
+    _, net, _ = small_nets()[0]
+    batches = dense_batches(net, rounds=6)
+    probe = torch.randn(9, 6, dtype=torch.float64)
+    whole_model, alone_model = _sequential_of(net), _sequential_of(net)
+    whole = attach(whole_model, "mse", ["layer:1"], probe=probe)
+    alone = attach(alone_model, "mse", [], probe=probe)
+    _train(whole, whole_model, batches, epochs=3, lr=0.2)
+    _train(alone, alone_model, batches, epochs=3, lr=0.2)
+    assert alone.round_loss == pytest.approx(whole.round_loss, rel=1e-12)
+    assert all(np.array_equal(a, b) for a, b in zip(alone.configurations, whole.configurations))
+    assert alone.exploration()["summary"] == whole.exploration()["summary"]
+    with pytest.raises(ParameterError, match="no Taylor scale"):
+        alone.regret_table()
+
+
 @pytest.mark.parametrize("model, match", [
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)), "BatchNorm1d.*supported: Linear"),
     (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), "Tanh"),

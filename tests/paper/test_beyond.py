@@ -74,6 +74,33 @@ def test_a_diverged_run_makes_b1_unmeasurable():
     assert beyond.b1_new_optimizers_regret(rows, ["autoencoder"]).verdict == claims.NOT_MEASURABLE
 
 
+def test_rate_grid_correlations_rank_the_grid_runs_and_resample_runs():
+    """Loss falling as every metric rises gives rho = -1 on every resample; a diverged run, or one
+    without exploration, is left out; too few runs give NaN."""
+    tuning = [{"task": "convnet", "optimizer": o, "lr": lr, "diverged": False, "final_train_loss": 1.0 / (1 + i),
+               "novelty": 0.1 * i, "switches": 0.2 * i, "volume": -5.0 + i}
+              for i, (o, lr) in enumerate([("sgd", 0.01), ("sgd", 0.1), ("adam", 1e-3), ("adam", 3e-3)])]
+    tuning.append({"task": "convnet", "optimizer": "adam", "lr": 1.0, "diverged": True,
+                   "final_train_loss": math.nan})
+    tuning.append({"task": "convnet", "optimizer": "sgd", "lr": 0.3, "diverged": False, "final_train_loss": 0.01})
+    tuning += [{"task": "autoencoder", "optimizer": "sgd", "lr": lr, "diverged": False, "final_train_loss": 1.0,
+                "novelty": 0.1, "switches": 0.1, "volume": 0.0} for lr in (0.1, 0.3)]
+    convnet, autoencoder = beyond.rate_grid_correlations(tuning)
+    assert (convnet["task"], convnet["runs"], convnet["optimizers"]) == ("convnet", 4, 2)
+    for metric in beyond.EXPLORATION_METRICS:
+        assert convnet[f"{metric} rho"] == pytest.approx(-1.0)
+        assert convnet[f"{metric} low"] == pytest.approx(-1.0) and convnet[f"{metric} high"] == pytest.approx(-1.0)
+        assert math.isnan(autoencoder[f"{metric} rho"])  # two runs: no correlation
+    shuffled = [dict(r, novelty=v) for r, v in zip(tuning[:4], (0.3, 0.0, 0.2, 0.1))]
+    assert beyond.rate_grid_correlations(shuffled)[0]["novelty rho"] == pytest.approx(
+        spearmanr([r["final_train_loss"] for r in shuffled], [r["novelty"] for r in shuffled]).statistic)
+
+
+def test_train_once_refuses_an_unknown_record():
+    with pytest.raises(ParameterError, match="record='all'"):
+        beyond.train_once("autoencoder", "sgd", 0.1, 0, beyond.settings("smoke"), None, record="all")
+
+
 def test_settings_and_grids():
     with pytest.raises(ParameterError, match="profile='huge'"):
         beyond.settings("huge")

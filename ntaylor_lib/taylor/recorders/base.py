@@ -138,8 +138,7 @@ class TaylorRecorder(Recorder):
     def on_train_end(self, model: ReluNet, status: str) -> None:
         # Also after a divergence: the horizons reached before it still get their optimum.
         if self.solve_at_end and self.horizons:
-            with large_blocks_mapped():  # its large blocks freed for good (ntaylor_lib.runs.allocator)
-                self.solve()
+            self.solve()
 
     def _epoch_done(self) -> None:
         """Snapshot whatever the horizon needs (called at scheduled horizons only)."""
@@ -190,6 +189,13 @@ class TaylorRecorder(Recorder):
         Both paths give the same numbers up to rounding, and on a CPU run ``"device"``
         runs the device code on the CPU (which is how the tests compare the two).
         """
+        # A solve allocates and frees blocks of hundreds of MB at the paper's scale: mapped, they
+        # go back to the system when freed instead of fragmenting the heap (ntaylor_lib.runs.allocator).
+        with large_blocks_mapped():
+            self._solve(on)
+
+    def _solve(self, on: str | None) -> None:
+        """The recorder's own solve (:meth:`solve` says what ``on`` means)."""
         raise NotImplementedError
 
     def _solve_target(self, on: str | None) -> tuple[torch.device, bool]:

@@ -103,7 +103,7 @@ class CEFactorRecorder(TaylorRecorder):
         op = dense_operator(d["g"], d["x"]) if "g" in d else jacobian_operator(d["j"].flatten(2))
         return CrossEntropyProblem(d["offset"], d["y"], op)
 
-    def solve(self, on: str | None = None) -> None:
+    def _solve(self, on: str | None) -> None:
         device, _ = self._solve_target(on)
         per_round = self.rows[0][0]["y"].shape[0] if self.groups and self.rows[0] else 0
         recorded = np.asarray(self.recorded)

@@ -151,7 +151,7 @@ class CEReplayRecorder(TaylorRecorder):
         index = batch.to(self.data.train_x.device)
         return self.data.train_x[index].cpu(), self.data.train_y[index].cpu()
 
-    def solve(self, on: str | None = None) -> None:
+    def _solve(self, on: str | None) -> None:
         device, _ = self._solve_target(on)
         template = copy.deepcopy(self.template).to(device)  # replayed rounds copy it: their passes run there
         recorded = np.asarray(self.recorded)

@@ -348,7 +348,7 @@ class MSEStatsRecorder(TaylorRecorder):
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
             yield total
 
-    def solve(self, on: str | None = None) -> None:
+    def _solve(self, on: str | None) -> None:
         device, batched = self._solve_target(on)
         k = self.output_width
         optimum, used, loss = [], [], []
