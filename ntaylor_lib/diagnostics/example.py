@@ -19,7 +19,7 @@ from ..runs.profiles import ParameterError
 #: (every ``stride``-th round, ``samples`` of its examples) and probe inputs.
 SETTINGS: dict[str, dict[str, int]] = {
     "smoke": {"train_size": 512, "epochs": 2, "batch_size": 64, "stride": 2, "samples": 8, "probe_size": 128},
-    "cpu": {"train_size": 4096, "epochs": 5, "batch_size": 64, "stride": 4, "samples": 16, "probe_size": 256},
+    "cpu": {"train_size": 2048, "epochs": 5, "batch_size": 64, "stride": 4, "samples": 16, "probe_size": 256},
     "paper": {"train_size": 0, "epochs": 30, "batch_size": 128, "stride": 47, "samples": 64, "probe_size": 1000},
 }
 #: The scales: both conv layers whole, four neurons of the first dense layer, the output layer whole.

@@ -55,7 +55,7 @@ GRIDS: dict[str, tuple[float, ...]] = {
 SETTINGS: dict[str, dict[str, Any]] = {
     "smoke": {"train_size": 256, "epochs": 2, "batch_size": 32, "seeds": 2, "probe_size": 32, "tuning_epochs": 1,
               "convnet_width": 4, "grid_points": 2, "noise": (0.1,), "stride": 2, "samples": 8},
-    "cpu": {"train_size": 1024, "epochs": 4, "batch_size": 64, "seeds": 3, "probe_size": 128, "tuning_epochs": 2,
+    "cpu": {"train_size": 768, "epochs": 4, "batch_size": 64, "seeds": 3, "probe_size": 128, "tuning_epochs": 2,
             "convnet_width": 8, "grid_points": 2, "noise": (0.01, 0.1), "stride": 4, "samples": 16},
     "paper": {"train_size": 0, "epochs": 100, "batch_size": 64, "seeds": 5, "probe_size": 1000, "tuning_epochs": 10,
               "convnet_width": 64, "grid_points": 4, "noise": (0.01, 0.3, 1.0), "stride": 50, "samples": 64},
