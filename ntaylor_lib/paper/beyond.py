@@ -85,6 +85,8 @@ def model_for(task: str, setting: Mapping[str, Any]) -> nn.Sequential:
     return as_sequential(convnet(in_channels=1, image_size=28, width=int(setting["convnet_width"])))
 
 
+#: The exploration metrics a diagnosed run keeps (one number each, as exploration_summary gives them).
+EXPLORATION_METRICS = ("novelty", "switches", "volume")
 #: What :func:`train_once` records: the diagnostics whole (regret and exploration), the activation
 #: configurations alone (exploration, no Taylor recording: cheap), or nothing (the loss).
 RECORD = ("taylor", "exploration", "none")
@@ -136,7 +138,7 @@ def train_once(task: str, optimizer: str, lr: float, seed: int, setting: Mapping
             row["slope"] = float(np.nanmean([f["slope"] for f in fits])) if fits else math.nan
             row["slopes"] = {f["scale"]: f["slope"] for f in fits}
         summary = diag.exploration()["summary"]
-        row.update({k: summary[k] for k in ("novelty", "switches", "volume")})
+        row.update({k: summary[k] for k in EXPLORATION_METRICS})
         row["layers"] = diag.layer_exploration()
     return row
 
@@ -317,9 +319,6 @@ def book_run_correlations(book_runs: Mapping[str, Mapping[str, Any]]) -> list[di
         rows.append({"task": task, "runs": len(loss), "optimizers": ", ".join(runs),
                      **{f"rho(loss, {m})": spearman(loss, v) for m, v in explored.items()}})
     return rows
-
-
-EXPLORATION_METRICS = ("novelty", "switches", "volume")
 
 
 def rate_grid_correlations(tuning: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
