@@ -51,6 +51,7 @@ from ..taylor.solver import (
     dense_operator,
     iterate_box,
     jacobian_operator,
+    one_host_blas_thread,
     solve_cross_entropy,
     solve_quadratic_boxes,
 )
@@ -348,7 +349,7 @@ class TaylorDiagnostics:
             values = np.full((len(units), len(self.box_scales), len(self.horizons)), np.nan)
             n_used = np.zeros((len(units), len(self.horizons)))
             loss = np.full((len(units), len(self.horizons)), np.nan)
-            with large_blocks_mapped():  # as the book's recorders solve (ntaylor_lib.runs.allocator)
+            with large_blocks_mapped(), one_host_blas_thread():  # as the book's recorders solve
                 if self.loss == "mse":
                     self._solve_mse(i, units, values, n_used, loss)
                 else:

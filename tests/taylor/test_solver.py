@@ -58,6 +58,30 @@ def test_box_quadratic_with_unseen_weights_and_one_point_boxes_matches_bvls(monk
     np.testing.assert_allclose(value, expected, rtol=1e-9)
 
 
+@pytest.mark.parametrize("seed", [7, 8, 9, 12])
+def test_active_set_settles_where_the_plain_method_cycles(seed, monkeypatch):
+    """Nonnegative, strongly correlated features (as the input layer's pixels are) make ``H`` far
+    from an M-matrix: the plain primal-dual active-set method, moving every contradicted guess at
+    once, cycles on these problems (it returned no answer on each of these seeds). The safeguarded
+    method settles, without the projected-Newton fallback, at BVLS's optimum."""
+    rng = np.random.default_rng(seed)
+    p = m = 80
+    a = np.abs(rng.random((m, 5)) @ rng.random((5, p)) + 0.3 * rng.random((m, p))) * (rng.random((m, p)) < 0.9)
+    b = rng.normal(size=m) * 3
+    lo = rng.normal(size=p) * 0.05 - 0.05
+    hi = lo + rng.uniform(0.01, 0.2, size=p)
+    problem = solver.QuadraticProblem(a.T @ a, a.T @ b, float(b @ b), float(m))
+    outcomes = []
+    real = solver._active_set_qp
+    monkeypatch.setattr(solver, "_active_set_qp",
+                        lambda *args, **kw: outcomes.append(real(*args, **kw)) or outcomes[-1])
+    v, value = solver.solve_quadratic(problem, (lo, hi))
+    assert outcomes and all(o is not None for o in outcomes)
+    assert np.all(v >= lo) and np.all(v <= hi)
+    reference = lsq_linear(a, b, bounds=(lo, hi), method="bvls", tol=1e-14).x
+    np.testing.assert_allclose(value, float(np.sum((a @ reference - b) ** 2) / m), rtol=1e-12)
+
+
 def test_the_unconstrained_optimum_keeps_real_directions():
     """A direction with eigenvalue 1e-12 of the largest is real: dropping it (the pseudo-inverse cut
     off at 1e-12 of the largest, times the size) stopped at 1/2, above the minimum 1/6 at (0.5, 1e6)."""
@@ -168,3 +192,24 @@ def test_batched_minimum_norm_solutions_equal_the_host_solution(condition):
         assert v[7] == 0.0 and host[7] == 0.0
         assert problem.value(v) == pytest.approx(value, rel=1e-10)
         assert problem.value(v) == pytest.approx(problem.value(reference), rel=1e-10)
+
+
+def test_recorder_solves_run_numpy_and_scipy_blas_on_one_thread():
+    """The box QPs' LAPACK calls are too small to share two threads (benchmarks/README.md): a
+    recorder's solve runs inside ``one_host_blas_thread``, and the default comes back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from ntaylor_lib.taylor.recorders.base import Group, TaylorRecorder
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        seen = []
+
+        class Probe(TaylorRecorder):
+            def _solve(self, on):
+                seen.append(blas_threads())
+
+        Probe([Group(1, [0], False)]).solve()
+        assert seen == [{1}]
+        assert blas_threads() == {2}

@@ -31,7 +31,7 @@ from ...runs.profiles import parse_horizon_schedule
 from ...runs.progress import progress_bar
 from ...runs.recorder import Recorder
 from ..jacobians import layer_matrix
-from ..solver import iterate_box
+from ..solver import iterate_box, one_host_blas_thread
 
 
 @dataclass
@@ -191,7 +191,8 @@ class TaylorRecorder(Recorder):
         """
         # A solve allocates and frees blocks of hundreds of MB at the paper's scale: mapped, they
         # go back to the system when freed instead of fragmenting the heap (ntaylor_lib.runs.allocator).
-        with large_blocks_mapped():
+        # Its box QPs are mid-sized LAPACK calls, faster on one OpenBLAS thread (one_host_blas_thread).
+        with large_blocks_mapped(), one_host_blas_thread():
             self._solve(on)
 
     def _solve(self, on: str | None) -> None:
