@@ -343,7 +343,14 @@ class MSEStatsRecorder(TaylorRecorder):
             if snap["rows"]:
                 xt, w, u, cc, ee = (torch.cat(parts).to(device) for parts in zip(*snap["rows"]))
                 w, u, cc = w[:, :m], u[:, :m].double(), cc[:, :m].double()
-                inc = (weighted_grams(xt, w), u.T @ xt.double(), cc.sum(0) + ee.double().sum(),
+                # The same sample recorded at several rounds (an image seen again in a later epoch: at
+                # the paper profile each of MNIST's 60k about 10 times a run) is one row of the Grams,
+                # with its rounds' weights summed, since H is linear in the weights: the horizons
+                # spanning several epochs form their Grams over half their rows or fewer.
+                distinct, inverse = torch.unique(xt, dim=0, return_inverse=True)
+                summed = torch.zeros(len(distinct), m, dtype=torch.float64, device=xt.device)
+                summed.index_add_(0, inverse, w.double())
+                inc = (weighted_grams(distinct, summed), u.T @ xt.double(), cc.sum(0) + ee.double().sum(),
                        torch.tensor([float(xt.shape[0])]), ee.double().sum().reshape(1))
                 total = inc if total is None else tuple(t + d for t, d in zip(total, inc))
             yield total

@@ -20,9 +20,16 @@ from tests.taylor.nets import dense_batches, drive, rows_at, rows_scale, small_n
 
 @pytest.mark.parametrize("traced", [False, True])  # own forward pass, or the training pass's trace
 @pytest.mark.parametrize("factor_width", [128, 2])  # streaming statistics, and per-sample factors
-def test_streaming_mse_optimum_equals_batch_least_squares(factor_width, traced):
+@pytest.mark.parametrize("repeated", [False, True])
+def test_streaming_mse_optimum_equals_batch_least_squares(factor_width, traced, repeated):
+    """``repeated``: samples recorded again within a horizon (a minibatch seen twice in the first
+    epoch, a sample twice in one minibatch), which the per-sample factors' Grams merge."""
     _, net, _ = small_nets()[0]
     batches = dense_batches(net)
+    if repeated:
+        batches[2] = batches[0]
+        x, y = batches[4]
+        batches[4] = (torch.cat([x[:3], x[:2]]), torch.cat([y[:3], y[:2]]))
     groups = [Group(2, [0, 1, 2, 3], True), Group(1, [1, 3], False), Group(3, [0, 6], False)]
     rec = MSEStatsRecorder(groups, box_scales=(1.0, math.inf), factor_width=factor_width)
     snaps = drive(rec, net, batches, "autoencoder", traced=traced)
