@@ -127,6 +127,26 @@ def test_recorders_see_weights_before_each_step(mnist_root, tiny_params):
     np.testing.assert_allclose(rec.seen, result.history.round_loss, rtol=1e-6)
 
 
+def test_training_flushes_subnormal_numbers_and_restores_the_default_afterwards(mnist_root, tiny_params):
+    """Inside ``train`` a float32 product below 1.2e-38 is zero (Adam's second moments fill with such
+    numbers, which cost the CPU many cycles each); outside it, PyTorch's default keeps them."""
+    tiny = torch.tensor(1e-30, dtype=torch.float32)
+
+    class Probe(Recorder):
+        products: list[float] = []
+
+        def on_round(self, n, model, x, y):
+            self.products.append(float(tiny * torch.tensor(1e-9)))  # 1e-39: subnormal in float32
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal numbers")
+    before = float(tiny * torch.tensor(1e-9))
+    train(run_config(tiny_params, "autoencoder", "adam", tiny_params["lr_autoencoder_adam"]), recorders=[Probe()],
+          progress=False)
+    assert before > 0 and Probe.products and all(p == 0.0 for p in Probe.products)
+    assert float(tiny * torch.tensor(1e-9)) == before
+
+
 @pytest.mark.parametrize("task", ["autoencoder", "convnet"])
 def test_a_tracing_recorder_leaves_the_steps_unchanged(mnist_root, tiny_params, task):
     """With a recorder that asks for the trace, the loop runs ReluNet.trace and keeps the
