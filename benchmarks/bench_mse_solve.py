@@ -2,12 +2,15 @@
 
 Trains the ``paper`` profile's autoencoder (all 60k MNIST images, every Taylor recorder of the
 profile: layer 3 whole, 50 neurons of every layer including the input layer's) with Adam for
-``--epochs`` epochs, solving at every epoch end (``taylor_horizons=every``), then times
+``--epochs`` epochs (``--optimizer``, default Adam), solving at the horizons ``--horizons``
+(default ``every`` epoch end; ``log:K`` as the profile has it), then times
 ``MSEStatsRecorder.solve`` and, inside it, ``solve_quadratic_boxes`` grouped by the problem's
 dimension (31: neurons of layers 3 and 5; 51: of layers 2 and 6; 21: of layer 4; 620: layer 3
 whole; 785: the input layer's neurons). Run it at two commits to compare them::
 
-    python benchmarks/bench_mse_solve.py [--epochs 2]
+    python benchmarks/bench_mse_solve.py [--epochs 2] [--optimizer adam] [--horizons every] [--save optima.npy]
+
+``--save`` writes the optima (scales x boxes x horizons) so that two commits' answers can be compared.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import collections
 import time
 
+import numpy as np
 import torch
 
 from ntaylor_lib.paper import experiments
@@ -27,10 +31,13 @@ from ntaylor_lib.taylor.recorders import MSEStatsRecorder, mse
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--horizons", default="every")
+    parser.add_argument("--save", default=None)
     args = parser.parse_args()
     params = get_profile("paper", {"tasks": ["autoencoder"], "device": "cpu", "epochs": args.epochs,
-                                   "taylor_horizons": "every"})
-    config = experiments.experiment_config(params, "autoencoder", "adam", None)
+                                   "taylor_horizons": args.horizons})
+    config = experiments.experiment_config(params, "autoencoder", args.optimizer, None)
     recorders = experiments.standard_recorders("autoencoder", params, taylor=True)
     recorder = next(r for r in recorders if isinstance(r, MSEStatsRecorder))
     recorder.solve_at_end = False
@@ -57,6 +64,8 @@ def main() -> None:
           f"{trained:.1f} s (with the recorders); solve() {solved:.1f} s for {len(recorder.horizons)} horizons")
     for size, (count, seconds) in sorted(by_size.items()):
         print(f"  dimension {size:4d}: {count:4d} problems, {seconds:7.2f} s")
+    if args.save:
+        np.save(args.save, recorder.arrays()["optimum"])
 
 
 if __name__ == "__main__":
