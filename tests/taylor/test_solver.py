@@ -29,6 +29,18 @@ def test_box_quadratic_matches_bvls_on_random_problems(seed):
     np.testing.assert_allclose(value, expected, rtol=1e-9)
 
 
+def _solved_by_the_active_set_method(monkeypatch, problem, box):
+    """``solve_quadratic(problem, box)``, asserting that every active-set solve settled (no
+    projected-Newton fallback)."""
+    outcomes = []
+    real = solver._active_set_qp
+    monkeypatch.setattr(solver, "_active_set_qp",
+                        lambda *args, **kw: outcomes.append(real(*args, **kw)) or outcomes[-1])
+    solved = solver.solve_quadratic(problem, box)
+    assert outcomes and all(o is not None for o in outcomes)
+    return solved
+
+
 def test_box_quadratic_with_unseen_weights_and_one_point_boxes_matches_bvls(monkeypatch):
     """Weights with a zero column (an input pixel that is always zero) and weights whose box
     is one point (such a pixel's weight never moves in training): the optimum is BVLS's on
@@ -44,12 +56,7 @@ def test_box_quadratic_with_unseen_weights_and_one_point_boxes_matches_bvls(monk
     point = (np.arange(p) % 10 == 0) | (np.arange(p) % 7 == 3)  # some unseen (every 10th), some seen
     hi[point] = lo[point]
     problem = solver.QuadraticProblem(a.T @ a, a.T @ b, float(b @ b), float(m))
-    outcomes = []
-    real = solver._active_set_qp
-    monkeypatch.setattr(solver, "_active_set_qp",
-                        lambda *args, **kw: outcomes.append(real(*args, **kw)) or outcomes[-1])
-    v, value = solver.solve_quadratic(problem, (lo, hi))
-    assert outcomes and all(o is not None for o in outcomes)
+    v, value = _solved_by_the_active_set_method(monkeypatch, problem, (lo, hi))
     assert np.all(v >= lo) and np.all(v <= hi) and np.array_equal(v[point], lo[point])
     free = ~point
     reference = lsq_linear(a[:, free], b - a[:, point] @ lo[point], bounds=(lo[free], hi[free]), method="bvls",
@@ -71,12 +78,7 @@ def test_active_set_settles_where_the_plain_method_cycles(seed, monkeypatch):
     lo = rng.normal(size=p) * 0.05 - 0.05
     hi = lo + rng.uniform(0.01, 0.2, size=p)
     problem = solver.QuadraticProblem(a.T @ a, a.T @ b, float(b @ b), float(m))
-    outcomes = []
-    real = solver._active_set_qp
-    monkeypatch.setattr(solver, "_active_set_qp",
-                        lambda *args, **kw: outcomes.append(real(*args, **kw)) or outcomes[-1])
-    v, value = solver.solve_quadratic(problem, (lo, hi))
-    assert outcomes and all(o is not None for o in outcomes)
+    v, value = _solved_by_the_active_set_method(monkeypatch, problem, (lo, hi))
     assert np.all(v >= lo) and np.all(v <= hi)
     reference = lsq_linear(a, b, bounds=(lo, hi), method="bvls", tol=1e-14).x
     np.testing.assert_allclose(value, float(np.sum((a @ reference - b) ** 2) / m), rtol=1e-12)
