@@ -19,7 +19,8 @@ LAYERS = ("_version", "runs", "notebooks", "taylor", "exploration", "diagnostics
           "__main__")
 #: Third-party packages that may be imported inside a function: optional, heavy, or needed only
 #: by the book, so that the core imports without them.
-OPTIONAL = {"scipy", "torchvision", "yaml", "jupytext", "nbformat", "papermill", "distributed", "vl_convert"}
+OPTIONAL = {"scipy", "threadpoolctl", "torchvision", "yaml", "jupytext", "nbformat", "papermill", "distributed",
+            "vl_convert"}
 
 
 def _module_name(path: Path) -> str:
