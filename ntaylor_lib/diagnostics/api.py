@@ -344,22 +344,22 @@ class TaylorDiagnostics:
         if not self.horizons:
             raise ParameterError("no horizon yet: call epoch_end() at the end of each epoch")
         labels, layers, neurons, optimum, used, mean_loss = [], [], [], [], [], []
-        for i, spec in enumerate(self.scales):
-            units = list(spec.neurons) if spec.neurons is not None else [None]
-            values = np.full((len(units), len(self.box_scales), len(self.horizons)), np.nan)
-            n_used = np.zeros((len(units), len(self.horizons)))
-            loss = np.full((len(units), len(self.horizons)), np.nan)
-            with large_blocks_mapped(), one_host_blas_thread():  # as the book's recorders solve
+        with large_blocks_mapped(), one_host_blas_thread():  # as the book's recorders solve
+            for i, spec in enumerate(self.scales):
+                units = list(spec.neurons) if spec.neurons is not None else [None]
+                values = np.full((len(units), len(self.box_scales), len(self.horizons)), np.nan)
+                n_used = np.zeros((len(units), len(self.horizons)))
+                loss = np.full((len(units), len(self.horizons)), np.nan)
                 if self.loss == "mse":
                     self._solve_mse(i, units, values, n_used, loss)
                 else:
                     self._solve_ce(i, units, values, n_used, loss)
-            labels += spec.labels()
-            layers += [spec.layer or 0] * len(units)
-            neurons += [-1 if a is None else a for a in units]
-            optimum += list(values)
-            used += list(n_used)
-            mean_loss += list(loss)
+                labels += spec.labels()
+                layers += [spec.layer or 0] * len(units)
+                neurons += [-1 if a is None else a for a in units]
+                optimum += list(values)
+                used += list(n_used)
+                mean_loss += list(loss)
         self._solved = {
             "labels": np.asarray(labels), "layer": np.asarray(layers, dtype=np.int64),
             "neuron": np.asarray(neurons, dtype=np.int64), "box_scales": np.asarray(self.box_scales),
