@@ -19,15 +19,12 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_optimizer_step import CLASSES, SETTINGS  # the same optimizers and settings as that benchmark
 
 from ntaylor_lib.runs.allocator import retain_freed_memory
 from ntaylor_lib.runs.data import task_data
 from ntaylor_lib.runs.models import build_model
 from ntaylor_lib.runs.training import denormals_flushed
-
-SETTINGS = {"sgd": {"lr": 0.05}, "rmsprop": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-10},
-            "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}}
-CLASSES = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
 
 def run(name: str, x: torch.Tensor, order: torch.Tensor, block: int, flush: bool):

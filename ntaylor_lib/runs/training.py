@@ -124,10 +124,10 @@ def denormals_flushed() -> Iterator[bool]:
 
     RMSProp's and Adam's second moments ``v`` average squared gradients, and a gradient
     below about ``1e-19`` squares to a subnormal number, which the CPU computes with many
-    times the cycles of a normal one. They accumulate over training: at the paper profile,
-    Adam's rounds on the autoencoder took 1.45x longer by the third 500 rounds, and the
-    same run grew slower epoch after epoch (``benchmarks/README.md``). Flushed, the numbers
-    they feed are unchanged to the digits that reach a loss (an update divides by
+    times the cycles of a normal one. They accumulate over training: the paper profile's
+    100-epoch Adam run on the autoencoder trained in 395 s flushed against 593 s kept, with
+    the same final loss to every digit (``benchmarks/README.md``). Flushed, the numbers they
+    feed are unchanged to the digits that reach a loss (an update divides by
     ``sqrt(v) + eps``, with ``eps`` far above them). Yields whether the CPU supports it
     (x86 with SSE3); PyTorch's default, off, is restored afterwards.
     """

@@ -39,10 +39,10 @@ def one_host_blas_thread() -> Iterator[None]:
 
     The box QPs are a chain of mid-sized dense operations (a 700 x 700 Cholesky factorisation, an
     ``eigh``, matrix-vector products), too small for two threads to share: on the 2-core machine
-    this project is measured on, the input-layer neurons' solves took 2.4x longer with OpenBLAS's
-    default of a thread per core (``benchmarks/README.md``). PyTorch's own BLAS (the Grams), linked
-    into its wheels, is left as it is. Without ``threadpoolctl`` installed (it is in ``requirements.txt``, not in the
-    core's dependencies) nothing changes.
+    this project is measured on, 60 recorded input-layer problems took 2.67x longer with
+    OpenBLAS's default of a thread per core (``benchmarks/README.md``). PyTorch's own BLAS (the
+    Grams), linked into its wheels, is left as it is. Without ``threadpoolctl`` installed (it is
+    in ``requirements.txt``, not in the core's dependencies) nothing changes.
     """
     try:
         from threadpoolctl import threadpool_limits
@@ -469,7 +469,6 @@ def solve_cross_entropy(
 
 __all__ = [
     "CrossEntropyProblem",
-    "one_host_blas_thread",
     "LinearOperator",
     "QuadraticProblem",
     "dense_operator",
@@ -477,6 +476,7 @@ __all__ = [
     "jacobian_operator",
     "minimum_norm_solution",
     "minimum_norm_solutions",
+    "one_host_blas_thread",
     "solve_cross_entropy",
     "solve_quadratic",
     "solve_quadratic_boxes",
